@@ -1,0 +1,34 @@
+namespace MoeServer.Kernels.Config;
+
+/// <summary>The HF model families the runtime serves (config.json <c>model_type</c>).</summary>
+public enum ModelArchitecture
+{
+    Mixtral,
+    Qwen2Moe,
+    Qwen3Moe,
+    Olmoe,
+}
+
+public static class ModelArchitectureNames
+{
+    public static string ToModelType(this ModelArchitecture a) => a switch
+    {
+        ModelArchitecture.Mixtral => "mixtral",
+        ModelArchitecture.Qwen2Moe => "qwen2_moe",
+        ModelArchitecture.Qwen3Moe => "qwen3_moe",
+        ModelArchitecture.Olmoe => "olmoe",
+        _ => throw new ArgumentOutOfRangeException(nameof(a)),
+    };
+
+    public static bool TryParse(string modelType, out ModelArchitecture arch)
+    {
+        switch (modelType)
+        {
+            case "mixtral": arch = ModelArchitecture.Mixtral; return true;
+            case "qwen2_moe": arch = ModelArchitecture.Qwen2Moe; return true;
+            case "qwen3_moe": arch = ModelArchitecture.Qwen3Moe; return true;
+            case "olmoe": arch = ModelArchitecture.Olmoe; return true;
+            default: arch = default; return false;
+        }
+    }
+}

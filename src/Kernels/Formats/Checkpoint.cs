@@ -1,0 +1,116 @@
+using System.Text.Json;
+
+namespace MoeServer.Kernels.Formats;
+
+/// <summary>
+/// The tensors of an HF checkpoint directory: a single model.safetensors, or model.safetensors.index.json with shards.
+/// Every file is memory-mapped once; lookups name the tensor and the file it should be in.
+/// </summary>
+public sealed class Checkpoint : IDisposable
+{
+    public const string SingleFileName = "model.safetensors";
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    private readonly Dictionary<string, SafetensorsFile> _files;
+    private readonly Dictionary<string, (TensorEntry Entry, SafetensorsFile File)> _byName = new(StringComparer.Ordinal);
+
+    public string Directory { get; }
+    public IReadOnlyCollection<string> TensorNames => _byName.Keys;
+    public IEnumerable<SafetensorsFile> Files => _files.Values;
+    public long TotalBytes => _byName.Values.Sum(v => v.Entry.ByteLength);
+
+    private Checkpoint(string dir, Dictionary<string, SafetensorsFile> files)
+    {
+        Directory = dir;
+        _files = files;
+    }
+
+    public static Checkpoint Open(string dir)
+    {
+        string index = Path.Combine(dir, IndexFileName);
+        string single = Path.Combine(dir, SingleFileName);
+        if (File.Exists(index)) return OpenSharded(dir, index);
+        if (File.Exists(single))
+        {
+            var f = SafetensorsFile.Open(single);
+            var ck = new Checkpoint(dir, new() { [single] = f });
+            foreach (var e in f.Tensors.Values) ck._byName[e.Name] = (e, f);
+            return ck;
+        }
+        throw new CheckpointFormatException(dir, null, $"no {SingleFileName} or {IndexFileName} in the model directory");
+    }
+
+    private static Checkpoint OpenSharded(string dir, string indexPath)
+    {
+        Dictionary<string, string> weightMap;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
+            if (!doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
+                throw new CheckpointFormatException(indexPath, null, "no weight_map object");
+            weightMap = wm.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "", StringComparer.Ordinal);
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointFormatException(indexPath, null, $"invalid JSON: {e.Message}", e);
+        }
+        var files = new Dictionary<string, SafetensorsFile>();
+        var ck = new Checkpoint(dir, files);
+        try
+        {
+            foreach (var (tensor, fileName) in weightMap)
+            {
+                if (fileName.Length == 0 || fileName.Contains('/') || fileName.Contains('\\'))
+                    throw new CheckpointFormatException(indexPath, tensor, $"bad shard file name '{fileName}'");
+                string path = Path.Combine(dir, fileName);
+                if (!files.TryGetValue(path, out var f))
+                {
+                    if (!File.Exists(path))
+                        throw new CheckpointFormatException(path, tensor, $"shard named by {IndexFileName} is missing");
+                    f = SafetensorsFile.Open(path);
+                    files[path] = f;
+                }
+                if (!f.Tensors.TryGetValue(tensor, out var entry))
+                    throw new CheckpointFormatException(path, tensor, $"{IndexFileName} places the tensor in this shard but the shard does not contain it");
+                ck._byName[tensor] = (entry, f);
+            }
+        }
+        catch
+        {
+            ck.Dispose();
+            throw;
+        }
+        return ck;
+    }
+
+    public bool Contains(string name) => _byName.ContainsKey(name);
+
+    public TensorEntry Entry(string name) => Lookup(name).Entry;
+
+    /// <summary>Finds a tensor and checks its shape, naming file and tensor on any mismatch.</summary>
+    public TensorEntry Require(string name, params long[] expectedShape)
+    {
+        var (entry, _) = Lookup(name);
+        if (!entry.Shape.SequenceEqual(expectedShape))
+            throw new CheckpointFormatException(entry.File, name,
+                $"shape {entry.ShapeText} disagrees with config.json, which implies [{string.Join(", ", expectedShape)}]");
+        return entry;
+    }
+
+    public ReadOnlySpan<byte> GetBytes(TensorEntry entry) => _byName[entry.Name].File.GetBytes(entry);
+
+    public unsafe byte* GetPointer(TensorEntry entry) => _byName[entry.Name].File.GetPointer(entry);
+
+    private (TensorEntry Entry, SafetensorsFile File) Lookup(string name)
+    {
+        if (_byName.TryGetValue(name, out var v)) return v;
+        string where = _files.Count == 1 ? _files.Keys.First() : Path.Combine(Directory, IndexFileName);
+        throw new CheckpointFormatException(where, name, "missing from the checkpoint");
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files.Values) f.Dispose();
+        _files.Clear();
+    }
+}

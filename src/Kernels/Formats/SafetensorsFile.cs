@@ -1,0 +1,145 @@
+using System.IO.MemoryMappedFiles;
+using System.Text.Json;
+
+namespace MoeServer.Kernels.Formats;
+
+/// <summary>
+/// One memory-mapped .safetensors file. The header is parsed and checked up front (offsets inside the file, byte
+/// counts that match dtype x shape), so a truncated or corrupt file fails at open, naming the file and tensor.
+/// Tensor bytes are read straight from the mapping: no intermediate managed copy.
+/// </summary>
+public sealed unsafe class SafetensorsFile : IDisposable
+{
+    private const long MaxHeaderBytes = 100L * 1024 * 1024;
+    private readonly MemoryMappedFile? _map;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly byte* _base;
+    private readonly Dictionary<string, TensorEntry> _tensors = new(StringComparer.Ordinal);
+    private bool _disposed;
+
+    public string Path { get; }
+    public long Length { get; }
+    public IReadOnlyDictionary<string, TensorEntry> Tensors => _tensors;
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    private SafetensorsFile(string path)
+    {
+        Path = path;
+        if (!File.Exists(path)) throw new CheckpointFormatException(path, null, "file not found");
+        Length = new FileInfo(path).Length;
+        if (Length < 8) throw new CheckpointFormatException(path, null, $"file is {Length} bytes, too short for a safetensors header (truncated?)");
+
+        _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _view = _map.CreateViewAccessor(0, Length, MemoryMappedFileAccess.Read);
+        byte* p = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+        _base = p + _view.PointerOffset;
+
+        long headerLen = *(long*)_base;
+        if (headerLen <= 0 || headerLen > MaxHeaderBytes)
+            throw new CheckpointFormatException(path, null, $"bad header length {headerLen} (not a safetensors file?)");
+        if (8 + headerLen > Length)
+            throw new CheckpointFormatException(path, null, $"header says {headerLen} bytes but the file has only {Length - 8} after the length field (truncated?)");
+        long dataStart = 8 + headerLen;
+        var metadata = new Dictionary<string, string>();
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(new ReadOnlyMemory<byte>(new ReadOnlySpan<byte>(_base + 8, (int)headerLen).ToArray()));
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointFormatException(path, null, $"header is not valid JSON: {e.Message}", e);
+        }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new CheckpointFormatException(path, null, "header is not a JSON object");
+            foreach (var prop in doc.RootElement.EnumerateObject())
+            {
+                if (prop.Name == "__metadata__")
+                {
+                    if (prop.Value.ValueKind == JsonValueKind.Object)
+                        foreach (var m in prop.Value.EnumerateObject())
+                            metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : m.Value.GetRawText();
+                    continue;
+                }
+                _tensors[prop.Name] = ParseEntry(path, prop.Name, prop.Value, dataStart, Length);
+            }
+        }
+        Metadata = metadata;
+    }
+
+    public static SafetensorsFile Open(string path)
+    {
+        try
+        {
+            return new SafetensorsFile(path);
+        }
+        catch (CheckpointFormatException)
+        {
+            throw;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CheckpointFormatException(path, null, $"cannot open: {e.Message}", e);
+        }
+    }
+
+    private static TensorEntry ParseEntry(string path, string name, JsonElement e, long dataStart, long fileLength)
+    {
+        if (e.ValueKind != JsonValueKind.Object)
+            throw new CheckpointFormatException(path, name, "header entry is not an object");
+        if (!e.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String)
+            throw new CheckpointFormatException(path, name, "header entry has no dtype");
+        string dtypeName = dt.GetString()!;
+        if (!TensorDTypes.TryParse(dtypeName, out var dtype))
+            throw new CheckpointFormatException(path, name, $"unsupported dtype {dtypeName} (supported: F32, BF16, F16)");
+        if (!e.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array)
+            throw new CheckpointFormatException(path, name, "header entry has no shape");
+        var shape = new long[sh.GetArrayLength()];
+        int i = 0;
+        foreach (var d in sh.EnumerateArray())
+        {
+            if (!d.TryGetInt64(out long v) || v < 0)
+                throw new CheckpointFormatException(path, name, $"bad dimension {d.GetRawText()} in shape");
+            shape[i++] = v;
+        }
+        if (!e.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2
+            || !off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+            throw new CheckpointFormatException(path, name, "header entry has bad data_offsets");
+        long expected = shape.Aggregate(1L, (a, b) => a * b) * dtype.ElementSize();
+        if (end - begin != expected)
+            throw new CheckpointFormatException(path, name,
+                $"data_offsets span {end - begin} bytes but {dtypeName}[{string.Join(", ", shape)}] needs {expected}");
+        if (dataStart + end > fileLength)
+            throw new CheckpointFormatException(path, name,
+                $"data ends at byte {dataStart + end} but the file has {fileLength} bytes (truncated?)");
+        return new TensorEntry(name, dtype, shape, dataStart + begin, end - begin, path);
+    }
+
+    /// <summary>The tensor's raw bytes inside the mapping (valid until Dispose).</summary>
+    public ReadOnlySpan<byte> GetBytes(TensorEntry entry)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return new ReadOnlySpan<byte>(_base + entry.Offset, checked((int)entry.ByteLength));
+    }
+
+    /// <summary>Pointer to the tensor's bytes inside the mapping (valid until Dispose); for tensors over 2 GiB.</summary>
+    public byte* GetPointer(TensorEntry entry)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _base + entry.Offset;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _view?.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view?.Dispose();
+        _map?.Dispose();
+    }
+
+    public override string ToString() => $"{Path} ({_tensors.Count} tensors)";
+}

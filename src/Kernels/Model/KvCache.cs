@@ -1,0 +1,99 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MoeServer.Kernels.Model;
+
+/// <summary>
+/// One sequence's keys and values for every layer, [kvHeads, capacity, headDim] fp32, grown by doubling.
+/// Keys are stored after RoPE, so a cached position never needs re-rotation.
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    private readonly Tensor?[] _k;
+    private readonly Tensor?[] _v;
+    private readonly int _kvHeads;
+    private readonly int _headDim;
+    private int _capacity;
+    private bool _disposed;
+
+    /// <summary>Tokens whose keys/values are stored (equal for every layer after a full forward).</summary>
+    public int Length { get; private set; }
+
+    /// <summary>Bytes the cache holds now (capacity, not only the filled part).</summary>
+    public long Bytes => 2L * _k.Length * _kvHeads * _capacity * _headDim * sizeof(float);
+
+    internal KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64)
+    {
+        _k = new Tensor?[layers];
+        _v = new Tensor?[layers];
+        _kvHeads = kvHeads;
+        _headDim = headDim;
+        _capacity = Math.Max(1, initialCapacity);
+    }
+
+    /// <summary>Stores k,v ([n, kvHeads, headDim]) for positions Length..Length+n-1 of one layer and returns the
+    /// keys/values of all positions so far, [kvHeads, total, headDim] views. Call <see cref="Advance"/> once per forward.</summary>
+    internal (Tensor Keys, Tensor Values) Append(int layer, Tensor k, Tensor v, int start)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        long n = k.shape[0];
+        int needed = checked(start + (int)n);
+        if (_k[layer] is null || needed > _capacity)
+        {
+            int cap = _capacity;
+            while (cap < needed) cap *= 2;
+            if (cap != _capacity || _k[layer] is null) Grow(cap, start);
+        }
+        using (torch.no_grad())
+        {
+            _k[layer]!.narrow(1, start, n).copy_(k.transpose(0, 1));
+            _v[layer]!.narrow(1, start, n).copy_(v.transpose(0, 1));
+        }
+        return (_k[layer]!.narrow(1, 0, needed), _v[layer]!.narrow(1, 0, needed));
+    }
+
+    private void Grow(int capacity, int keep)
+    {
+        for (int l = 0; l < _k.Length; l++)
+        {
+            var nk = torch.zeros(_kvHeads, capacity, _headDim, ScalarType.Float32).DetachFromDisposeScope();
+            var nv = torch.zeros(_kvHeads, capacity, _headDim, ScalarType.Float32).DetachFromDisposeScope();
+            if (_k[l] is { } ok && _v[l] is { } ov)
+            {
+                int have = (int)Math.Min(ok.shape[1], Length);
+                if (have > 0)
+                {
+                    nk.narrow(1, 0, have).copy_(ok.narrow(1, 0, have));
+                    nv.narrow(1, 0, have).copy_(ov.narrow(1, 0, have));
+                }
+                ok.Dispose();
+                ov.Dispose();
+            }
+            _k[l] = nk;
+            _v[l] = nv;
+        }
+        _capacity = capacity;
+        _ = keep;
+    }
+
+    internal void Advance(int newLength) => Length = newLength;
+
+    /// <summary>Forgets positions from <paramref name="length"/> on (e.g. to re-run a prompt suffix).</summary>
+    public void Truncate(int length)
+    {
+        if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length));
+        Length = length;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        for (int l = 0; l < _k.Length; l++)
+        {
+            _k[l]?.Dispose();
+            _v[l]?.Dispose();
+            _k[l] = _v[l] = null;
+        }
+    }
+}

@@ -1,0 +1,325 @@
+using MoeServer.Kernels.Config;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MoeServer.Kernels.Model;
+
+/// <summary>Which rows get logits from a forward.</summary>
+public enum LogitRows
+{
+    /// <summary>Only each segment's last token (next-token prediction; the serving path).</summary>
+    LastOfEachSegment,
+    /// <summary>Every token (perplexity, tests).</summary>
+    All,
+}
+
+/// <summary>
+/// A Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE decoder on TorchSharp, exposed as the pieces the engine distributes
+/// (attention step, gate, one expert over a row block, combine, LM head). <see cref="Forward"/> is built from the
+/// same pieces. Activations are fp32 [tokens, hidden]; a batch mixes sequences at different positions.
+/// </summary>
+public sealed class MoeModel : IDisposable
+{
+    private readonly RotaryEmbedding _rope;
+
+    public ModelConfig Config { get; }
+    public ModelWeights Weights { get; }
+
+    private MoeModel(ModelWeights weights)
+    {
+        Weights = weights;
+        Config = weights.Config;
+        _rope = new RotaryEmbedding(Config.HeadDim, Config.RopeTheta, Math.Min(Config.MaxPositionEmbeddings, 8192));
+    }
+
+    public static MoeModel Load(string dir, WeightPrecision precision = WeightPrecision.BF16,
+        ModelWeights.LoadProgress? progress = null)
+    {
+        TorchRuntime.Initialize();
+        return new MoeModel(ModelWeights.Load(dir, precision, progress));
+    }
+
+    public static MoeModel FromWeights(ModelWeights weights)
+    {
+        TorchRuntime.Initialize();
+        return new MoeModel(weights);
+    }
+
+    /// <summary>A fresh, empty sequence state.</summary>
+    public KvCache NewSequence(int initialCapacity = 64) =>
+        new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity);
+
+    // ---------------------------------------------------------------- monolithic forward
+
+    /// <summary>
+    /// Runs the whole batch through every layer, appends its keys/values to each sequence's cache, and returns
+    /// fp32 logits for the selected rows ([rows, vocab]).
+    /// </summary>
+    public Tensor Forward(BatchLayout batch, LogitRows rows = LogitRows.LastOfEachSegment)
+    {
+        using var grad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var x = Embed(batch);
+        for (int l = 0; l < Config.NumLayers; l++)
+        {
+            x = AttentionBlock(l, x, batch);
+            x = MlpBlock(l, x, batch);
+        }
+        var logits = Logits(x, rows == LogitRows.All ? null : batch.LastRows());
+        Commit(batch);
+        return scope.MoveToOuter(logits);
+    }
+
+    /// <summary>Convenience: one sequence, returns logits for every token as a managed array [T][V].</summary>
+    public float[][] ForwardSequence(KvCache seq, IReadOnlyList<int> tokens, RoutingOverride? routing = null)
+    {
+        var batch = new BatchLayout([new BatchSegment(seq, tokens, routing)]);
+        using var logits = Forward(batch, LogitRows.All);
+        var flat = TorchInterop.ToFloatArray(logits);
+        int v = Config.VocabSize;
+        return Enumerable.Range(0, tokens.Count).Select(i => flat.AsSpan(i * v, v).ToArray()).ToArray();
+    }
+
+    // ---------------------------------------------------------------- pieces
+
+    /// <summary>Token embeddings of the batch rows, fp32 [T, H].</summary>
+    public Tensor Embed(BatchLayout batch)
+    {
+        foreach (int id in batch.TokenIds)
+            if ((uint)id >= (uint)Config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(batch), $"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1})");
+        using var ids = torch.tensor(batch.TokenIds.Select(i => (long)i).ToArray());
+        using var e = Weights.Embedding.index_select(0, ids);
+        return e.to(ScalarType.Float32);
+    }
+
+    /// <summary>x + Attention(RMSNorm(x)) for layer <paramref name="layer"/>; stores the batch's keys/values in
+    /// each sequence's cache (positions become visible to later forwards after <see cref="Commit"/>).</summary>
+    public Tensor AttentionBlock(int layer, Tensor x, BatchLayout batch)
+    {
+        var w = Weights.Layers[layer];
+        var cfg = Config;
+        int T = batch.TotalTokens, nH = cfg.NumHeads, nKV = cfg.NumKvHeads, hd = cfg.HeadDim;
+        using var scope = torch.NewDisposeScope();
+        var h = RmsNorm(x, w.InputNorm);
+        var qkv = w.Qkv.Forward(h);
+        var q = qkv.narrow(1, 0, cfg.QWidth);
+        var k = qkv.narrow(1, cfg.QWidth, cfg.KvWidth);
+        var v = qkv.narrow(1, cfg.QWidth + cfg.KvWidth, cfg.KvWidth);
+        if (cfg.QkNorm == QkNormKind.FullWidth)
+        {
+            q = RmsNorm(q, w.QNorm!);
+            k = RmsNorm(k, w.KNorm!);
+        }
+        if (cfg.ClipQkv is { } clip)
+        {
+            q = q.clamp(-clip, clip);
+            k = k.clamp(-clip, clip);
+            v = v.clamp(-clip, clip);
+        }
+        q = q.reshape(T, nH, hd);
+        k = k.reshape(T, nKV, hd);
+        v = v.reshape(T, nKV, hd);
+        if (cfg.QkNorm == QkNormKind.PerHead)
+        {
+            q = RmsNorm(q, w.QNorm!);
+            k = RmsNorm(k, w.KNorm!);
+        }
+        var positions = torch.tensor(batch.Positions.Select(p => (long)p).ToArray());
+        var (cos, sin) = _rope.For(positions, batch.Positions.Max());
+        q = _rope.Apply(q, cos, sin);
+        k = _rope.Apply(k, cos, sin);
+
+        var outputs = new Tensor[batch.Segments.Count];
+        for (int s = 0; s < batch.Segments.Count; s++)
+        {
+            var seg = batch.Segments[s];
+            int start = batch.RowStart[s], len = seg.Tokens.Count, pos0 = seg.Cache.Length;
+            var (keys, values) = seg.Cache.Append(layer, k.narrow(0, start, len), v.narrow(0, start, len), pos0);
+            outputs[s] = SegmentAttention(q.narrow(0, start, len), keys, values, pos0);
+        }
+        var attn = outputs.Length == 1 ? outputs[0] : torch.cat(outputs, 0);
+        var o = w.Output.Forward(attn);
+        return scope.MoveToOuter(x + o);
+    }
+
+    /// <summary>Causal GQA attention of one segment's queries [len, nH, hd] over its cached keys/values
+    /// [nKV, total, hd]; returns [len, nH*hd].</summary>
+    private Tensor SegmentAttention(Tensor q, Tensor keys, Tensor values, int pos0)
+    {
+        var cfg = Config;
+        int len = (int)q.shape[0], nKV = cfg.NumKvHeads, g = cfg.NumHeads / nKV, hd = cfg.HeadDim;
+        int total = (int)keys.shape[1];
+        int firstKey = 0;
+        if (cfg.SlidingWindow is { } win && len == 1 && total > win)
+        {
+            // Decode with a sliding window only sees the last `win` keys.
+            firstKey = total - win;
+            keys = keys.narrow(1, firstKey, win);
+            values = values.narrow(1, firstKey, win);
+            total = win;
+        }
+        // [len, nKV, g, hd] -> [nKV, g*len, hd] so one bmm per kv head serves its whole query group.
+        var qh = q.reshape(len, nKV, g, hd).permute(1, 2, 0, 3).reshape(nKV, g * len, hd);
+        var scores = torch.bmm(qh, keys.transpose(1, 2)).mul_(1.0 / Math.Sqrt(hd));
+        if (len > 1 || cfg.SlidingWindow is not null)
+        {
+            var mask = CausalMask(len, total, pos0, firstKey);
+            if (mask is not null)
+                scores = scores.view(nKV, g, len, total).masked_fill(mask, float.NegativeInfinity).view(nKV, g * len, total);
+        }
+        var probs = torch.softmax(scores, 2);
+        var ctx = torch.bmm(probs, values); // [nKV, g*len, hd]
+        return ctx.view(nKV, g, len, hd).permute(2, 0, 1, 3).reshape(len, cfg.NumHeads * hd);
+    }
+
+    /// <summary>True where query i (absolute position pos0+i) must not see key j (absolute firstKey+j).</summary>
+    private Tensor? CausalMask(int len, int total, int pos0, int firstKey)
+    {
+        int? win = Config.SlidingWindow;
+        var m = new bool[len * total];
+        bool any = false;
+        for (int i = 0; i < len; i++)
+        {
+            int p = pos0 + i;
+            for (int j = 0; j < total; j++)
+            {
+                int kp = firstKey + j;
+                bool hide = kp > p || (win is { } w && p - kp >= w);
+                m[i * total + j] = hide;
+                any |= hide;
+            }
+        }
+        return any ? torch.tensor(m, [len, total]) : null;
+    }
+
+    /// <summary>The MoE/MLP input: RMSNorm(x) with the post-attention norm.</summary>
+    public Tensor MlpInput(int layer, Tensor x) => RmsNorm(x, Weights.Layers[layer].PostAttentionNorm);
+
+    /// <summary>Softmax router + top-k per token (with the segment's routing override), grouped by expert.</summary>
+    public ExpertRouting Route(int layer, Tensor mlpInput, BatchLayout batch)
+    {
+        var w = Weights.Layers[layer];
+        if (w.Router is null) throw new InvalidOperationException($"layer {layer} is dense and has no router");
+        int E = Config.NumExperts;
+        float[] logits;
+        using (var l = torch.matmul(mlpInput, w.Router.t()))
+            logits = TorchInterop.ToFloatArray(l);
+        int T = batch.TotalTokens;
+        var experts = new int[T][];
+        var weights = new float[T][];
+        Span<double> p = stackalloc double[E];
+        for (int t = 0; t < T; t++)
+        {
+            var ov = batch.Segments[batch.SegmentOfRow[t]].RoutingOrDefault;
+            int k = Math.Min(ov.TopKExperts ?? Config.NumExpertsPerToken, E);
+            SoftmaxInto(logits.AsSpan(t * E, E), p);
+            (experts[t], weights[t]) = TopK(p, k, e => ov.IsDisabled(layer, e), Config.NormTopKProb);
+        }
+        return new ExpertRouting(layer, experts, weights, E);
+    }
+
+    private static void SoftmaxInto(ReadOnlySpan<float> logits, Span<double> p)
+    {
+        double max = double.NegativeInfinity;
+        foreach (var v in logits) max = Math.Max(max, v);
+        double sum = 0;
+        for (int i = 0; i < logits.Length; i++) sum += p[i] = Math.Exp(logits[i] - max);
+        for (int i = 0; i < logits.Length; i++) p[i] /= sum;
+    }
+
+    /// <summary>The k most probable allowed experts (ties: lower index), weights renormalised when asked.</summary>
+    private static (int[] Experts, float[] Weights) TopK(ReadOnlySpan<double> p, int k, Func<int, bool> disabled, bool renormalise)
+    {
+        var picked = new List<int>(k);
+        var used = new bool[p.Length];
+        for (int j = 0; j < k; j++)
+        {
+            int best = -1;
+            for (int e = 0; e < p.Length; e++)
+            {
+                if (used[e] || disabled(e)) continue;
+                if (best < 0 || p[e] > p[best]) best = e;
+            }
+            if (best < 0) break;
+            used[best] = true;
+            picked.Add(best);
+        }
+        double sum = 0;
+        foreach (int e in picked) sum += p[e];
+        var w = new float[picked.Count];
+        for (int j = 0; j < picked.Count; j++)
+            w[j] = (float)(renormalise && sum > 0 ? p[picked[j]] / sum : p[picked[j]]);
+        return (picked.ToArray(), w);
+    }
+
+    /// <summary>One routed expert's FFN over a block of rows [n, H] (already the normed MLP input).</summary>
+    public Tensor RunExpert(int layer, int expert, Tensor rows) => Weights.Layers[layer].Experts[expert].Forward(rows);
+
+    /// <summary>x + sum over experts of gate weight * expert output (+ the shared expert where there is one).
+    /// <paramref name="outputs"/> holds each group's output rows, in the order of <see cref="ExpertRouting.Groups"/>.</summary>
+    public Tensor Combine(int layer, Tensor x, Tensor mlpInput, ExpertRouting routing, IReadOnlyList<Tensor> outputs)
+    {
+        using var scope = torch.NewDisposeScope();
+        var w = Weights.Layers[layer];
+        var acc = torch.zeros_like(x);
+        for (int i = 0; i < routing.Groups.Count; i++)
+        {
+            var g = routing.Groups[i];
+            var idx = torch.tensor(g.Rows.Select(r => (long)r).ToArray());
+            var gw = torch.tensor(g.Weights, [g.Weights.Length, 1]);
+            acc.index_add_(0, idx, outputs[i] * gw, 1.0);
+        }
+        if (w.SharedExpert is not null)
+        {
+            var gate = torch.sigmoid(torch.matmul(mlpInput, w.SharedExpertGate!.t()));
+            acc.add_(w.SharedExpert.Forward(mlpInput) * gate);
+        }
+        return scope.MoveToOuter(x + acc);
+    }
+
+    /// <summary>x + MLP(RMSNorm(x)) computed locally: routed experts grouped (one matmul set per active expert).</summary>
+    public Tensor MlpBlock(int layer, Tensor x, BatchLayout batch)
+    {
+        using var scope = torch.NewDisposeScope();
+        var w = Weights.Layers[layer];
+        var h = MlpInput(layer, x);
+        if (w.DenseMlp is not null) return scope.MoveToOuter(x + w.DenseMlp.Forward(h));
+        var routing = Route(layer, h, batch);
+        var outputs = new Tensor[routing.Groups.Count];
+        for (int i = 0; i < routing.Groups.Count; i++)
+        {
+            var g = routing.Groups[i];
+            var rows = h.index_select(0, torch.tensor(g.Rows.Select(r => (long)r).ToArray()));
+            outputs[i] = RunExpert(layer, g.Expert, rows);
+        }
+        return scope.MoveToOuter(Combine(layer, x, h, routing, outputs));
+    }
+
+    /// <summary>Final norm + LM head for the given rows (all rows when null): fp32 [rows, V].</summary>
+    public Tensor Logits(Tensor x, int[]? rows)
+    {
+        using var scope = torch.NewDisposeScope();
+        var sel = rows is null ? x : x.index_select(0, torch.tensor(rows.Select(r => (long)r).ToArray()));
+        var n = RmsNorm(sel, Weights.FinalNorm);
+        return scope.MoveToOuter(Weights.LmHead.Forward(n));
+    }
+
+    /// <summary>Makes the batch's tokens part of each sequence (advances every cache).</summary>
+    public static void Commit(BatchLayout batch)
+    {
+        foreach (var s in batch.Segments) s.Cache.Advance(s.Cache.Length + s.Tokens.Count);
+    }
+
+    private Tensor RmsNorm(Tensor x, Tensor weight)
+    {
+        var variance = x.pow(2).mean([-1], keepdim: true);
+        return x * torch.rsqrt(variance + Config.RmsNormEps) * weight;
+    }
+
+    public void Dispose()
+    {
+        _rope.Dispose();
+        Weights.Dispose();
+    }
+}

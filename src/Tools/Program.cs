@@ -1,0 +1,50 @@
+using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Formats;
+using MoeServer.Tools;
+
+// Offline tools: make-checkpoint, generate, perplexity. Output goes to stdout; progress and diagnostics to stderr.
+if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+{
+    Console.WriteLine(Usage.Text);
+    return args.Length == 0 ? 2 : 0;
+}
+try
+{
+    return args[0] switch
+    {
+        "make-checkpoint" => MakeCheckpointCommand.Run(args[1..]),
+        "generate" => GenerateCommand.Run(args[1..]),
+        "perplexity" => PerplexityCommand.Run(args[1..]),
+        _ => throw new UsageException($"unknown command '{args[0]}'"),
+    };
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    Console.Error.WriteLine();
+    Console.Error.WriteLine(Usage.Text);
+    return 2;
+}
+catch (Exception e) when (e is ModelConfigException or CheckpointFormatException or IOException or ArgumentException or InvalidDataException)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
+}
+
+internal static class Usage
+{
+    public const string Text = """
+        usage: moe-tools COMMAND [options]
+
+          make-checkpoint --arch mixtral|qwen2_moe|qwen3_moe|olmoe --preset tiny|small|bench --out DIR
+                          [--seed N] [--shards K] [--dtype bf16|f32|f16] [--fused-experts]
+              Writes a random-weight HF checkpoint: config.json, safetensors, tokenizer.json, tokenizer_config.json.
+
+          generate [--model DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]
+                   [--seed S] [--chat] [--chat-template chatml|mistral|FILE] [--precision bf16|f32]
+              Prints only the completion. Without --model, uses models/generated/small-mixtral, created on first use.
+
+          perplexity --model DIR --file TEXT [--ctx N] [--precision bf16|f32]
+              Perplexity with llama.cpp's protocol (non-overlapping n_ctx chunks, second half scored).
+        """;
+}

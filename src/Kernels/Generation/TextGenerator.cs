@@ -53,7 +53,7 @@ public sealed class TextGenerator(MoeModel model, HfTokenizer tokenizer)
                 reason = FinishReason.Stop;
                 break;
             }
-            var step = stops.Push(detok.Push(tok.TokenId));
+            var step = stops.Append(detok.Push(tok.TokenId));
             if (step.Text.Length > 0)
             {
                 text.Append(step.Text);
@@ -66,9 +66,9 @@ public sealed class TextGenerator(MoeModel model, HfTokenizer tokenizer)
             }
             if (i + 1 < maxTokens) logits = model.ForwardSequence(seq, [tok.TokenId], routing)[0];
         }
-        if (reason != FinishReason.Stop || !stops.Stopped)
+        if (!stops.IsStopped)
         {
-            string rest = stops.Push(detok.Flush()).Text + stops.Flush();
+            string rest = stops.Append(detok.Flush()).Text + stops.Flush();
             if (rest.Length > 0)
             {
                 text.Append(rest);

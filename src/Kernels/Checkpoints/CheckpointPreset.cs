@@ -46,7 +46,8 @@ public static class CheckpointPresets
             NumExperts = experts,
             NumExpertsPerToken = topK,
             ExpertIntermediateSize = ffn,
-            DenseIntermediateSize = 2 * ffn,
+            // Only Qwen-MoE has a separate dense-MLP width; elsewhere it equals the expert width.
+            DenseIntermediateSize = arch is ModelArchitecture.Qwen2Moe or ModelArchitecture.Qwen3Moe ? 2 * ffn : ffn,
             NormTopKProb = arch is ModelArchitecture.Mixtral or ModelArchitecture.Qwen3Moe,
             TorchDtype = "bfloat16",
             BosTokenId = special.BosId,

@@ -45,11 +45,24 @@ public sealed class ModelWeights : IDisposable
             {
                 int H = cfg.HiddenSize;
                 var embed = reader.Weight("model.embed_tokens.weight", cfg.VocabSize, H);
-                for (int l = 0; l < cfg.NumLayers; l++)
+                var loaded = new DecoderLayerWeights?[cfg.NumLayers];
+                try
                 {
-                    layers.Add(LoadLayer(cfg, reader, l));
-                    progress?.Invoke(reader.Count, total);
+                    // Layers load in parallel: copying from the page cache is bound by one core's memcpy + faults.
+                    Parallel.For(0, cfg.NumLayers, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, l =>
+                    {
+                        using var noGrad = torch.no_grad();
+                        loaded[l] = LoadLayer(cfg, reader, l);
+                        progress?.Invoke(reader.Count, total);
+                    });
                 }
+                catch (AggregateException ae) when (ae.InnerExceptions.Count > 0)
+                {
+                    foreach (var l in loaded) l?.Dispose();
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(
+                        ae.InnerExceptions.OrderBy(x => x is CheckpointFormatException ? 0 : 1).First()).Throw();
+                }
+                layers.AddRange(loaded!);
                 var norm = reader.Fp32("model.norm.weight", H);
                 Linear lmHead;
                 if (ck.Contains("lm_head.weight")) lmHead = new Linear(reader.Weight("lm_head.weight", cfg.VocabSize, H));
@@ -80,11 +93,8 @@ public sealed class ModelWeights : IDisposable
     {
         string p = $"model.layers.{l}.";
         int H = cfg.HiddenSize, q = cfg.QWidth, kv = cfg.KvWidth;
-        var wq = r.Weight(p + "self_attn.q_proj.weight", q, H);
-        var wk = r.Weight(p + "self_attn.k_proj.weight", kv, H);
-        var wv = r.Weight(p + "self_attn.v_proj.weight", kv, H);
-        var qkv = torch.cat([wq, wk, wv], 0);
-        wq.Dispose(); wk.Dispose(); wv.Dispose();
+        var qkv = r.Stacked(H, (p + "self_attn.q_proj.weight", q), (p + "self_attn.k_proj.weight", kv),
+            (p + "self_attn.v_proj.weight", kv));
         Tensor? qkvBias = null;
         if (cfg.QkvBias)
         {
@@ -121,10 +131,12 @@ public sealed class ModelWeights : IDisposable
             if (r.Has(moe + "experts.gate_up_proj"))
             {
                 // transformers v5 fused layout: one [E, 2I, H] and one [E, H, I] tensor per layer.
-                using var gu = r.Weight(moe + "experts.gate_up_proj", E, 2 * I, H);
-                using var down = r.Weight(moe + "experts.down_proj", E, H, I);
                 for (int e = 0; e < E; e++)
-                    experts[e] = new ExpertFfn(gu[e].contiguous(), down[e].contiguous());
+                {
+                    experts[e] = new ExpertFfn(
+                        r.Slice(moe + "experts.gate_up_proj", [E, 2 * I, H], e),
+                        r.Slice(moe + "experts.down_proj", [E, H, I], e));
+                }
             }
             else
             {
@@ -169,33 +181,89 @@ public sealed class ModelWeights : IDisposable
 
     private static ExpertFfn LoadFfn(Reader r, string gate, string up, string down, int width, int hidden)
     {
-        using var g = r.Weight(gate, width, hidden);
-        using var u = r.Weight(up, width, hidden);
-        return new ExpertFfn(torch.cat([g, u], 0), r.Weight(down, hidden, width));
+        return new ExpertFfn(r.Stacked(hidden, (gate, width), (up, width)), r.Weight(down, hidden, width));
     }
 
-    /// <summary>Reads tensors with shape checks into the weight precision (matrices) or fp32 (vectors, router).</summary>
+    /// <summary>
+    /// Reads tensors with shape checks into the weight precision (matrices) or fp32 (vectors, router). Bytes go
+    /// from the mapped file straight into the destination tensor (one copy) when the dtypes agree; weight memory is
+    /// advised to use huge pages before it is first touched, which the bandwidth-bound decode kernels need.
+    /// </summary>
     private sealed unsafe class Reader(Checkpoint ck, ScalarType weightType)
     {
-        public int Count { get; private set; }
-        public long Bytes { get; private set; }
+        private int _count;
+        private long _bytes;
+        public int Count => Volatile.Read(ref _count);
+        public long Bytes => Interlocked.Read(ref _bytes);
 
         public bool Has(string name) => ck.Contains(name);
 
-        public Tensor Weight(string name, params long[] shape) => Read(name, weightType, shape);
+        public Tensor Weight(string name, params long[] shape) => Stacked(shape.Length == 2 ? shape[1] : -1, shape, (name, -1));
 
-        public Tensor Fp32(string name, params long[] shape) => Read(name, ScalarType.Float32, shape);
-
-        private Tensor Read(string name, ScalarType target, long[] shape)
+        public Tensor Fp32(string name, params long[] shape)
         {
             var e = ck.Require(name, shape);
-            var raw = TorchInterop.FromBytes(ck.GetPointer(e), e.ByteLength, e.DType.ToScalarType(), e.Shape);
-            Count++;
-            Bytes += e.ByteLength;
-            if (raw.dtype == target) return raw;
-            var converted = raw.to(target);
-            raw.Dispose();
-            return converted;
+            var t = torch.empty(e.Shape, ScalarType.Float32);
+            CopyInto(e, (byte*)TorchInterop.DataPointer(t), ScalarType.Float32, 0, e.Shape[0]);
+            return t;
+        }
+
+        /// <summary>Matrices [rows_i, cols] stacked along rows into one weight tensor (q|k|v, gate|up).</summary>
+        public Tensor Stacked(long cols, params (string Name, long Rows)[] parts) => Stacked(cols, null, parts);
+
+        private Tensor Stacked(long cols, long[]? singleShape, params (string Name, long Rows)[] parts)
+        {
+            long[] shape = singleShape ?? [parts.Sum(p => p.Rows), cols];
+            var t = torch.empty(shape, weightType);
+            byte* dst = (byte*)TorchInterop.DataPointer(t);
+            long esize = t.element_size();
+            HugePages.Advise(dst, t.numel() * esize);
+            long rowOffset = 0;
+            foreach (var (name, rows) in parts)
+            {
+                var e = singleShape is not null ? ck.Require(name, singleShape) : ck.Require(name, rows, cols);
+                long rowBytes = singleShape is not null ? t.numel() / shape[0] * esize : cols * esize;
+                CopyInto(e, dst + rowOffset * rowBytes, weightType, 0, e.Shape[0]);
+                rowOffset += e.Shape[0];
+            }
+            return t;
+        }
+
+        /// <summary>Expert <paramref name="index"/> of a fused [E, ...] tensor, as its own weight tensor.</summary>
+        public Tensor Slice(string name, long[] fullShape, int index)
+        {
+            var e = ck.Require(name, fullShape);
+            long[] shape = fullShape[1..];
+            var t = torch.empty(shape, weightType);
+            byte* dst = (byte*)TorchInterop.DataPointer(t);
+            HugePages.Advise(dst, t.numel() * t.element_size());
+            CopyInto(e, dst, weightType, index, 1);
+            return t;
+        }
+
+        /// <summary>Copies entries [first, first+count) of e's outer dimension into dst, converting dtype if needed.</summary>
+        private void CopyInto(TensorEntry e, byte* dst, ScalarType target, long first, long count)
+        {
+            long outer = e.Shape.Length == 0 ? 1 : e.Shape[0];
+            long bytesPerOuter = e.ByteLength / Math.Max(1, outer);
+            byte* src = ck.GetPointer(e) + first * bytesPerOuter;
+            long n = count * bytesPerOuter;
+            var diskType = e.DType.ToScalarType();
+            HugePages.PopulateRead(src, n);
+            if (diskType == target)
+            {
+                Buffer.MemoryCopy(src, dst, n, n);
+            }
+            else
+            {
+                long elements = n / e.DType.ElementSize();
+                using var raw = TorchInterop.FromBytes(src, n, diskType, [elements]);
+                using var converted = raw.to(target);
+                long outBytes = elements * converted.element_size();
+                Buffer.MemoryCopy(TorchInterop.DataPointer(converted), dst, outBytes, outBytes);
+            }
+            Interlocked.Increment(ref _count);
+            Interlocked.Add(ref _bytes, n);
         }
     }
 

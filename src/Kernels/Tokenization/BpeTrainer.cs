@@ -214,6 +214,7 @@ public static class BpeTrainer
         }
 
         var banned = new HashSet<long>();
+        var recorded = new HashSet<long>();
         var delta = new Dictionary<long, long>();
         var scratch = new List<int>();
 
@@ -256,7 +257,12 @@ public static class BpeTrainer
                 tokenIds[merged] = x;
             }
 
-            merges.Add((tokens[a], tokens[b]));
+            // A pair can only reappear after a merge reused an existing token string; applying it again
+            // to the words is right, but the merge list must stay free of duplicates.
+            if (recorded.Add(key))
+            {
+                merges.Add((tokens[a], tokens[b]));
+            }
 
             delta.Clear();
             HashSet<int> affected = where[key];

@@ -16,23 +16,29 @@ public static class TokenizerJsonWriter
     };
 
     /// <summary>Writes <c>tokenizer.json</c> into <paramref name="directory"/> (created if needed); returns the file path.</summary>
-    public static string WriteToDirectory(BpeModel model, string directory)
+    /// <param name="model">The trained model.</param>
+    /// <param name="directory">Target directory.</param>
+    /// <param name="legacyStringMerges">
+    /// Write merges as <c>"a b"</c> strings (readable by every HF tokenizers release) instead of
+    /// <c>["a", "b"]</c> arrays (tokenizers 0.20+).
+    /// </param>
+    public static string WriteToDirectory(BpeModel model, string directory, bool legacyStringMerges = false)
     {
         Directory.CreateDirectory(directory);
         string path = Path.Combine(directory, "tokenizer.json");
-        Write(model, path);
+        Write(model, path, legacyStringMerges);
         return path;
     }
 
     /// <summary>Writes the tokenizer.json document to <paramref name="path"/>.</summary>
-    public static void Write(BpeModel model, string path)
+    public static void Write(BpeModel model, string path, bool legacyStringMerges = false)
     {
         using FileStream fs = File.Create(path);
-        Write(model, fs);
+        Write(model, fs, legacyStringMerges);
     }
 
     /// <summary>Writes the tokenizer.json document to a stream.</summary>
-    public static void Write(BpeModel model, Stream stream)
+    public static void Write(BpeModel model, Stream stream, bool legacyStringMerges = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         using var w = new Utf8JsonWriter(stream, WriterOptions);
@@ -81,6 +87,12 @@ public static class TokenizerJsonWriter
         w.WriteStartArray("merges");
         foreach (var (left, right) in model.Merges)
         {
+            if (legacyStringMerges)
+            {
+                w.WriteStringValue(left + " " + right);
+                continue;
+            }
+
             w.WriteStartArray();
             w.WriteStringValue(left);
             w.WriteStringValue(right);

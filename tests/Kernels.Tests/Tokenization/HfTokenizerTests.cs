@@ -66,15 +66,14 @@ public class HfTokenizerTests(TokenizerFixture fx) : IClassFixture<TokenizerFixt
     [Fact]
     public void Both_merges_forms_load_and_give_the_same_ids()
     {
-        string json = File.ReadAllText(Path.Combine(fx.Directory, "tokenizer.json"));
-        JsonNode root = JsonNode.Parse(json)!;
-        JsonArray merges = root["model"]!["merges"]!.AsArray();
-        var legacy = new JsonArray(merges.Select(m => (JsonNode)JsonValue.Create($"{m![0]} {m[1]}")).ToArray());
-        root["model"]!["merges"] = legacy;
         string dir = TempDir.Create();
         try
         {
-            File.WriteAllText(Path.Combine(dir, "tokenizer.json"), root.ToJsonString());
+            string path = TokenizerJsonWriter.WriteToDirectory(fx.Model, dir, legacyStringMerges: true);
+            JsonNode firstMerge = JsonNode.Parse(File.ReadAllText(path))!["model"]!["merges"]![0]!;
+            Assert.Equal(JsonValueKind.String, firstMerge.GetValueKind());
+            Assert.Equal($"{fx.Model.Merges[0].Left} {fx.Model.Merges[0].Right}", (string?)firstMerge);
+
             HfTokenizer legacyTok = HfTokenizer.Load(dir);
             foreach (string text in Samples.Texts.Append(BuiltInCorpus.Text))
             {
@@ -85,6 +84,48 @@ public class HfTokenizerTests(TokenizerFixture fx) : IClassFixture<TokenizerFixt
         {
             TempDir.Delete(dir);
         }
+    }
+
+    [Fact]
+    public void Malformed_merges_are_reported_with_the_file_and_index()
+    {
+        var ex = Assert.Throws<InvalidDataException>(() => HfTokenizer.FromJson(
+            """{"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b", "abc"]}}""",
+            "/m/tokenizer.json"));
+        Assert.Contains("/m/tokenizer.json", ex.Message);
+        Assert.Contains("merges[1]", ex.Message);
+    }
+
+    [Fact]
+    public void Added_tokens_with_lstrip_and_rstrip_swallow_adjacent_whitespace()
+    {
+        JsonNode root = JsonNode.Parse(File.ReadAllText(Path.Combine(fx.Directory, "tokenizer.json")))!;
+        foreach (JsonNode? t in root["added_tokens"]!.AsArray())
+        {
+            if ((string?)t!["content"] == "[INST]")
+            {
+                t["lstrip"] = true;
+                t["rstrip"] = true;
+            }
+        }
+
+        HfTokenizer tok = HfTokenizer.FromJson(root.ToJsonString());
+        int inst = tok.TokenToId("[INST]")!.Value;
+        Assert.Equal([.. tok.Encode("a"), inst, .. tok.Encode("b")], tok.Encode("a   [INST]  \n b"));
+    }
+
+    [Fact]
+    public void Ignore_merges_models_round_trip()
+    {
+        JsonNode root = JsonNode.Parse(File.ReadAllText(Path.Combine(fx.Directory, "tokenizer.json")))!;
+        root["model"]!["ignore_merges"] = true;
+        HfTokenizer tok = HfTokenizer.FromJson(root.ToJsonString());
+        foreach (string text in Samples.Texts)
+        {
+            Assert.Equal(text, tok.Decode(tok.Encode(text)));
+        }
+
+        Assert.Equal([tok.TokenToId("Ġthe")!.Value], tok.Encode(" the"));
     }
 
     [Fact]
@@ -161,6 +202,22 @@ public class HfTokenizerTests(TokenizerFixture fx) : IClassFixture<TokenizerFixt
         Assert.Null(t.TokenToId("definitely-not-a-token"));
         Assert.Null(t.IdToToken(-1));
         Assert.Null(t.IdToToken(t.VocabSize));
+    }
+
+    [Fact]
+    public void Concurrent_encodes_give_the_same_ids_as_sequential_ones()
+    {
+        string[] lines = BuiltInCorpus.Text.Split('\n');
+        int[][] expected = [.. lines.Select(l => fx.Tokenizer.Encode(l))];
+        HfTokenizer fresh = HfTokenizer.Load(fx.Directory); // cold cache
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 4 }, worker =>
+        {
+            for (int i = worker; i < lines.Length * 2; i += 3)
+            {
+                int k = i % lines.Length;
+                Assert.Equal(expected[k], fresh.Encode(lines[k]));
+            }
+        });
     }
 
     [Fact]

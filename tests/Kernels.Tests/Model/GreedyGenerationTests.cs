@@ -39,10 +39,10 @@ public class GreedyGenerationTests
         Assert.True(compared >= 20, $"only {compared} of 24 steps were comparable (too many near-ties)");
     }
 
-    private static int ArgMax(IReadOnlyList<double> x)
+    private static int ArgMax(double[] x)
     {
         int best = 0;
-        for (int i = 1; i < x.Count; i++) if (x[i] > x[best]) best = i;
+        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
         return best;
     }
 

@@ -2,9 +2,14 @@ using System.Diagnostics;
 
 namespace MoeServer.Tools;
 
-/// <summary>A one-line progress bar on stderr (stdout stays clean for the command's real output).</summary>
+/// <summary>
+/// A one-line progress bar on stderr (stdout stays clean for the command's real output). When stderr is not a
+/// terminal (CI logs), it prints a plain line every 10% instead of redrawing.
+/// </summary>
 internal sealed class ConsoleProgress(string label)
 {
+    private readonly bool _redraw = !Console.IsErrorRedirected;
+    private int _lastDecile = -1;
     private readonly Stopwatch _sw = Stopwatch.StartNew();
     private readonly Lock _lock = new();
     private long _lastDraw = -1000;
@@ -13,6 +18,15 @@ internal sealed class ConsoleProgress(string label)
     {
         lock (_lock)
         {
+            double frac = total == 0 ? 1 : (double)done / total;
+            if (!_redraw)
+            {
+                int decile = (int)(frac * 10);
+                if (decile == _lastDecile) return;
+                _lastDecile = decile;
+                Console.Error.WriteLine($"{label}: {frac * 100:F0}% ({done}/{total}) {_sw.Elapsed.TotalSeconds:F1}s {extra}");
+                return;
+            }
             long now = _sw.ElapsedMilliseconds;
             if (done < total && now - _lastDraw < 100) return;
             _lastDraw = now;

@@ -1,0 +1,100 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace MoeServer.Kernels.Native;
+
+/// <summary>
+/// The handful of float-vector operations the bf16 kernels use, abstracted over vector width so one
+/// generic kernel body serves Vector512 and Vector256. Implementations are structs, so the JIT
+/// specializes and inlines every call.
+/// </summary>
+/// <remarks>
+/// A bf16 pair (2 × 16 bits) occupies one 32-bit lane. Loading 2·Count bf16 as Count floats gives, per
+/// lane j, element 2j in the low half and element 2j+1 in the high half: the odd element as an fp32 is
+/// <c>lane &amp; 0xFFFF0000</c>, the even one is <c>lane &lt;&lt; 16</c>. Two cheap ops convert 2·Count
+/// weights, with no widening shuffle, provided the activations are split into even/odd halves once.
+/// </remarks>
+internal unsafe interface IVecOps<TV>
+    where TV : struct
+{
+    /// <summary>Floats per vector.</summary>
+    static abstract int Count { get; }
+
+    static abstract TV Zero { get; }
+
+    static abstract TV Load(float* p);
+
+    /// <summary>Loads 2·Count bf16 values as Count raw 32-bit lanes.</summary>
+    static abstract TV LoadBf16Pairs(ushort* p);
+
+    /// <summary>fp32 values of the even-indexed bf16 in each lane.</summary>
+    static abstract TV Even(TV pairs);
+
+    /// <summary>fp32 values of the odd-indexed bf16 in each lane.</summary>
+    static abstract TV Odd(TV pairs);
+
+    /// <summary>a·b + c.</summary>
+    static abstract TV Fma(TV a, TV b, TV c);
+
+    static abstract TV Add(TV a, TV b);
+
+    static abstract float Sum(TV v);
+}
+
+/// <summary>256-bit implementation (AVX2 + FMA when accelerated).</summary>
+internal readonly unsafe struct V256Ops : IVecOps<Vector256<float>>
+{
+    public static int Count => Vector256<float>.Count;
+
+    public static Vector256<float> Zero => Vector256<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load(float* p) => Vector256.Load(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadBf16Pairs(ushort* p) => Vector256.Load((float*)p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Even(Vector256<float> pairs) => Vector256.ShiftLeft(pairs.AsUInt32(), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Odd(Vector256<float> pairs) => (pairs.AsUInt32() & Vector256.Create(0xFFFF0000u)).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+}
+
+/// <summary>512-bit implementation (AVX-512F when accelerated; a correct but slow software fallback otherwise).</summary>
+internal readonly unsafe struct V512Ops : IVecOps<Vector512<float>>
+{
+    public static int Count => Vector512<float>.Count;
+
+    public static Vector512<float> Zero => Vector512<float>.Zero;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load(float* p) => Vector512.Load(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadBf16Pairs(ushort* p) => Vector512.Load((float*)p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Even(Vector512<float> pairs) => Vector512.ShiftLeft(pairs.AsUInt32(), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Odd(Vector512<float> pairs) => (pairs.AsUInt32() & Vector512.Create(0xFFFF0000u)).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+}

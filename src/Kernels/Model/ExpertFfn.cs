@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -24,12 +25,25 @@ public sealed class ExpertFfn : IDisposable
     /// <summary>rows [n, H] fp32 -> [n, H] fp32.</summary>
     public Tensor Forward(Tensor rows)
     {
+        if (GateUp.Weight.dtype == ScalarType.BFloat16 && rows.shape[0] <= Linear.NativeMaxRows && rows.device_type == DeviceType.CPU)
+            return NativeForward(rows);
         using var scope = torch.NewDisposeScope();
         var gu = GateUp.Forward(rows);
         var gate = gu.narrow(1, 0, IntermediateSize);
         var up = gu.narrow(1, IntermediateSize, IntermediateSize);
         var h = torch.nn.functional.silu(gate).mul_(up);
         return scope.MoveToOuter(Down.Forward(h));
+    }
+
+    /// <summary>Decode-sized batches: gate and up read in one fused pass, silu(g)*u never leaves the kernel.</summary>
+    private unsafe Tensor NativeForward(Tensor rows)
+    {
+        using var x = rows.dtype == ScalarType.Float32 && rows.is_contiguous() ? rows.alias() : rows.to(ScalarType.Float32).contiguous();
+        int m = (int)x.shape[0], k = (int)GateUp.InFeatures;
+        using var h = torch.empty(m, IntermediateSize, ScalarType.Float32);
+        Bf16Gemv.SiluGateUp((ushort*)TorchInterop.DataPointer(GateUp.Weight), IntermediateSize, k,
+            (float*)TorchInterop.DataPointer(x), m, (float*)TorchInterop.DataPointer(h));
+        return Down.Forward(h);
     }
 
     public void Dispose()

@@ -76,6 +76,10 @@ public sealed class KvCache : IDisposable
         _ = keep;
     }
 
+    /// <summary>Raw cache memory of one layer for the native decode attention: [kvHeads, Capacity, headDim] fp32.</summary>
+    internal unsafe (IntPtr Keys, IntPtr Values, int Capacity) Raw(int layer) =>
+        ((IntPtr)TorchInterop.DataPointer(_k[layer]!), (IntPtr)TorchInterop.DataPointer(_v[layer]!), _capacity);
+
     internal void Advance(int newLength) => Length = newLength;
 
     /// <summary>Forgets positions from <paramref name="length"/> on (e.g. to re-run a prompt suffix).</summary>

@@ -130,17 +130,50 @@ public sealed class MoeModel : IDisposable
         q = _rope.Apply(q, cos, sin);
         k = _rope.Apply(k, cos, sin);
 
-        var outputs = new Tensor[batch.Segments.Count];
+        q = q.contiguous();
+        var attn = torch.empty(T, cfg.QWidth, ScalarType.Float32);
+        var decodeJobs = new List<(int Segment, int Row)>();
         for (int s = 0; s < batch.Segments.Count; s++)
         {
             var seg = batch.Segments[s];
             int start = batch.RowStart[s], len = seg.Tokens.Count, pos0 = seg.Cache.Length;
             var (keys, values) = seg.Cache.Append(layer, k.narrow(0, start, len), v.narrow(0, start, len), pos0);
-            outputs[s] = SegmentAttention(q.narrow(0, start, len), keys, values, pos0);
+            if (len == 1 && UseNativeDecodeAttention) decodeJobs.Add((s, start));
+            else attn.narrow(0, start, len).copy_(SegmentAttention(q.narrow(0, start, len), keys, values, pos0));
         }
-        var attn = outputs.Length == 1 ? outputs[0] : torch.cat(outputs, 0);
+        if (decodeJobs.Count > 0) RunDecodeAttention(layer, batch, decodeJobs, q, attn);
         var o = w.Output.Forward(attn);
         return scope.MoveToOuter(x + o);
+    }
+
+    /// <summary>Single-token segments attend over their caches in native code (see <see cref="DecodeAttention"/>).</summary>
+    public static bool UseNativeDecodeAttention { get; set; } = true;
+
+    private unsafe void RunDecodeAttention(int layer, BatchLayout batch, List<(int Segment, int Row)> rows, Tensor q, Tensor attn)
+    {
+        var cfg = Config;
+        var jobs = new DecodeAttention.Job[rows.Count];
+        float* qp = (float*)TorchInterop.DataPointer(q);
+        float* op = (float*)TorchInterop.DataPointer(attn);
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var (s, row) = rows[i];
+            var cache = batch.Segments[s].Cache;
+            var (kp, vp, cap) = cache.Raw(layer);
+            int total = cache.Length + 1, first = 0;
+            if (cfg.SlidingWindow is { } win && total > win) first = total - win;
+            jobs[i] = new DecodeAttention.Job
+            {
+                Q = qp + (long)row * cfg.QWidth,
+                Out = op + (long)row * cfg.QWidth,
+                K = (float*)kp,
+                V = (float*)vp,
+                Capacity = cap,
+                FirstKey = first,
+                Keys = total - first,
+            };
+        }
+        DecodeAttention.Run(jobs, cfg.NumKvHeads, cfg.NumHeads / cfg.NumKvHeads, cfg.HeadDim);
     }
 
     /// <summary>Causal GQA attention of one segment's queries [len, nH, hd] over its cached keys/values

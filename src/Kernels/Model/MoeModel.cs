@@ -45,6 +45,9 @@ public sealed class MoeModel : IDisposable
         return new MoeModel(weights);
     }
 
+    /// <summary>Sees every layer's routing decision of the local MLP path (statistics, benchmarks).</summary>
+    public Action<ExpertRouting>? RoutingObserver { get; set; }
+
     /// <summary>A fresh, empty sequence state.</summary>
     public KvCache NewSequence(int initialCapacity = 64) =>
         new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity);
@@ -319,6 +322,7 @@ public sealed class MoeModel : IDisposable
         var h = MlpInput(layer, x);
         if (w.DenseMlp is not null) return scope.MoveToOuter(x + w.DenseMlp.Forward(h));
         var routing = Route(layer, h, batch);
+        RoutingObserver?.Invoke(routing);
         var outputs = new Tensor[routing.Groups.Count];
         for (int i = 0; i < routing.Groups.Count; i++)
         {

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace MoeServer.Kernels.Sampling;
 
@@ -11,17 +12,17 @@ namespace MoeServer.Kernels.Sampling;
 /// and output tokens), frequency and presence penalties (output tokens); then either greedy argmax, or temperature,
 /// top-k, top-p, min-p and a draw from what is left. Ties are broken toward the lower token id.</para>
 /// <para>The reported logprob is the log-softmax of the raw model logits as passed in, before any of the above
-/// (vLLM's default <c>raw_logprobs</c>; what OpenAI reports as the model's probability).</para>
-/// <para>Randomness comes from a xoshiro256** stream seeded with <see cref="Seed"/> and takes one draw per
-/// non-greedy token, so a seeded sequence repeats exactly given the same logits.</para>
-/// <para>Cost per call is a few vectorised passes over the row; top-k and top-p use partial selection (top-p grows
-/// its sorted prefix only as far as the nucleus needs) instead of sorting the vocabulary. Scratch buffers are
-/// per thread, not per sequence, so many live samplers do not each hold vocabulary-sized arrays.</para>
+/// (vLLM's default <c>raw_logprobs</c> mode, i.e. the model's own probability of the token).</para>
+/// <para>Randomness comes from a xoshiro256** stream seeded with <see cref="Seed"/>, one draw per non-greedy token.
+/// Every step that decides the token is deterministic and platform-independent (see <see cref="LogitMath"/>), so a
+/// seeded sequence repeats exactly given the same logits.</para>
+/// <para>Cost per call is a few vectorised passes over the row. Top-k and top-p never sort the vocabulary: they
+/// collect a small set of high candidates and run partial or weighted selection on it. Scratch buffers are per
+/// thread, not per sequence, so many live samplers do not each hold vocabulary-sized arrays; a call allocates
+/// nothing unless top logprobs are requested.</para>
 /// </remarks>
 public sealed class TokenSampler
 {
-    private const int InitialNucleusChunk = 64;
-
     /// <summary>Top-p counts a prefix whose mass is within this relative distance below p as reaching p, so float
     /// rounding at an exact boundary (p = 0.8 over probabilities 0.5, 0.3, ...) does not pull in one more token.</summary>
     private const double TopPRelativeTolerance = 1e-6;
@@ -43,6 +44,7 @@ public sealed class TokenSampler
     /// <summary>Creates the sampler of one sequence.</summary>
     /// <param name="parameters">Settings; validated here (<see cref="SamplingParams.Validate"/>).</param>
     /// <param name="promptTokenIds">The prompt, which counts for the repetition penalty only.</param>
+    /// <exception cref="ArgumentException">Invalid settings (the message names the field) or a negative token id.</exception>
     public TokenSampler(SamplingParams parameters, ReadOnlySpan<int> promptTokenIds)
     {
         ArgumentNullException.ThrowIfNull(parameters);
@@ -89,25 +91,29 @@ public sealed class TokenSampler
     /// vocabulary id; -Infinity marks a token that must not be chosen) and records it in the history.
     /// </summary>
     /// <exception cref="ArgumentException">The row is empty, contains NaN or +Infinity, is entirely -Infinity, or is
-    /// shorter than a token id the settings or history refer to.</exception>
+    /// shorter than a token id the settings or history refer to. The history is then unchanged.</exception>
     public SampledToken Sample(ReadOnlySpan<float> logits)
     {
         float rawMax = LogitMath.MaxChecked(logits, "model logits");
         var ws = t_workspace ??= new Workspace();
-        Span<float> x = ProcessLogits(logits, ws);
+        Span<float> x = ProcessLogits(logits, ws, out bool modified);
+        float max = modified ? LogitMath.MaxChecked(x, "processed logits") : rawMax;
 
         int token;
+        double rawZ = double.NaN; // sum of exp(raw - rawMax), when the sampling pass computed it anyway
         if (_params.IsGreedy)
         {
-            token = LogitMath.ArgMax(x, LogitMath.MaxChecked(x, "processed logits"));
+            token = LogitMath.ArgMax(x, max);
         }
         else
         {
-            var candidates = BuildCandidates(x, ws);
+            var candidates = BuildCandidates(x, max, ws);
             token = Draw(candidates, ws, _rng.NextDouble());
+            if (!modified) rawZ = candidates.UnfilteredMass;
         }
 
-        double logZ = rawMax + Math.Log(LogitMath.SumExp(logits, rawMax, 1f));
+        if (double.IsNaN(rawZ)) rawZ = LogitMath.SumExp(logits, rawMax, 1f);
+        double logZ = rawMax + Math.Log(rawZ);
         float logprob = (float)(logits[token] - logZ);
         IReadOnlyList<TokenLogprob> top = _params.Logprobs && _params.TopLogprobs > 0
             ? TopRawLogprobs(logits, _params.TopLogprobs, logZ)
@@ -121,38 +127,40 @@ public sealed class TokenSampler
     internal float[] ProcessedLogits(ReadOnlySpan<float> logits)
     {
         LogitMath.MaxChecked(logits, "model logits");
-        return ProcessLogits(logits, t_workspace ??= new Workspace()).ToArray();
+        return ProcessLogits(logits, t_workspace ??= new Workspace(), out _).ToArray();
     }
 
     /// <summary>
     /// The distribution <see cref="Sample"/> would draw from next: the kept tokens with their renormalised
-    /// probabilities, highest first when top-k or top-p sorted them, otherwise by id. Greedy gives the argmax
-    /// with probability 1. Draws nothing and does not change the history.
+    /// probabilities, highest first (ties: lower id first) when top-k or top-p is on, otherwise by id. Greedy gives
+    /// the argmax with probability 1. Draws nothing and does not change the history. For tests.
     /// </summary>
     internal IReadOnlyList<(int TokenId, double Probability)> CandidateDistribution(ReadOnlySpan<float> logits)
     {
         LogitMath.MaxChecked(logits, "model logits");
         var ws = t_workspace ??= new Workspace();
-        Span<float> x = ProcessLogits(logits, ws);
-        if (_params.IsGreedy) return [(LogitMath.ArgMax(x, LogitMath.MaxChecked(x, "processed logits")), 1.0)];
+        Span<float> x = ProcessLogits(logits, ws, out _);
+        float max = LogitMath.MaxChecked(x, "processed logits");
+        if (_params.IsGreedy) return [(LogitMath.ArgMax(x, max), 1.0)];
 
-        var c = BuildCandidates(x, ws);
-        var result = new List<(int, double)>();
+        var c = BuildCandidates(x, max, ws);
+        var result = new List<(int TokenId, double Probability)>();
         if (c.FullVocab)
         {
             for (int i = 0; i < x.Length; i++)
             {
                 if (ws.Weights[i] > 0f) result.Add((i, ws.Weights[i] / c.Total));
             }
+            return result;
         }
-        else
-        {
-            for (int j = 0; j < c.Count; j++) result.Add((ws.Ids[j], ws.Weights[j] / c.Total));
-        }
+
+        var ids = ws.Ids.AsSpan(0, c.Count).ToArray();
+        Selection.Sort(ids, new LogitOrder(ws.Logits));
+        foreach (int id in ids) result.Add((id, ws.Weights[id] / c.Total));
         return result;
     }
 
-    private Span<float> ProcessLogits(ReadOnlySpan<float> logits, Workspace ws)
+    private Span<float> ProcessLogits(ReadOnlySpan<float> logits, Workspace ws, out bool modified)
     {
         int vocab = logits.Length;
         if (vocab <= _maxReferencedToken)
@@ -165,108 +173,156 @@ public sealed class TokenSampler
         ws.Ensure(vocab);
         Span<float> x = ws.Logits.AsSpan(0, vocab);
         logits.CopyTo(x);
+        modified = false;
 
-        foreach (var (token, bias) in _bias) x[token] += bias;
+        foreach (var (token, bias) in _bias)
+        {
+            x[token] += bias;
+            modified = true;
+        }
 
         if (_repetitionOn)
         {
             float penalty = _params.RepetitionPenalty;
             foreach (int token in _promptDistinct) x[token] = Penalize(x[token], penalty);
             foreach (int token in _outputOnlyDistinct) x[token] = Penalize(x[token], penalty);
+            modified |= _promptDistinct.Length + _outputOnlyDistinct.Count > 0;
         }
 
         if (_frequencyOrPresenceOn)
         {
             float frequency = _params.FrequencyPenalty, presence = _params.PresencePenalty;
             foreach (var (token, count) in _outputCounts) x[token] -= count * frequency + presence;
+            modified |= _outputCounts.Count > 0;
         }
         return x;
 
         static float Penalize(float logit, float penalty) => logit > 0f ? logit / penalty : logit * penalty;
     }
 
-    /// <summary>Applies temperature, top-k, top-p and min-p. Leaves the kept weights (unnormalised, the top one 1)
-    /// in the workspace: per token when <see cref="Candidates.FullVocab"/>, else per sorted position with ids.</summary>
-    private Candidates BuildCandidates(Span<float> x, Workspace ws)
+    /// <summary>
+    /// Applies temperature, top-k, top-p and min-p to the processed row <paramref name="x"/> (maximum
+    /// <paramref name="max"/>), leaving the kept tokens' weights exp((x - max) / T) in the workspace's per-token
+    /// weights (the top token's is 1): every token when <see cref="Candidates.FullVocab"/>, else the tokens
+    /// ids[..Count] (in no particular order, but a deterministic one).
+    /// </summary>
+    /// <remarks>
+    /// Nothing here sorts the vocabulary. Top-k estimates its cut from a strided sample of the row, collects every
+    /// token above it (a set closed upwards under the order, so it holds the top k) and partially selects k of them.
+    /// Top-p collects tokens in bands of falling weight until the collected mass reaches p, then a weighted
+    /// quickselect finds the smallest highest-first prefix of them reaching p. Min-p is a plain weight threshold.
+    /// </remarks>
+    private Candidates BuildCandidates(Span<float> x, float max, Workspace ws)
     {
-        float max = LogitMath.MaxChecked(x, "processed logits");
         float invT = 1f / _params.Temperature;
         float minP = _params.MinP;
         int topK = _params.TopK ?? 0;
         float topP = _params.TopP;
+        bool topKOn = topK > 0 && topK < x.Length;
+        float[] w = ws.Weights;
 
-        if (!(topK > 0 && topK < x.Length) && topP >= 1f)
-            return WeighAll(x, ws, max, invT, minP);
-
-        int finite = 0;
-        for (int i = 0; i < x.Length; i++)
+        if (!topKOn && topP >= 1f)
         {
-            if (!float.IsNegativeInfinity(x[i])) ws.Ids[finite++] = i;
+            // No truncation by rank or mass: weight every token (min-p zeroes the small weights).
+            int blocks = (x.Length + LogitMath.BlockSize - 1) / LogitMath.BlockSize;
+            double all = LogitMath.ExpWeights(x, max, invT, minP, w.AsSpan(0, x.Length), ws.BlockSums.AsSpan(0, blocks));
+            return new Candidates(true, x.Length, all, invT == 1f && minP == 0f ? all : double.NaN);
         }
-        if (!(topK > 0 && topK < finite) && topP >= 1f)
-            return WeighAll(x, ws, max, invT, minP); // top-k not below the number of unmasked tokens
-        float[] weights = ws.Weights;
 
-        int sorted = 0;       // ids[..sorted] are in final order with weights filled in
-        int limit = finite;   // how many may ever be kept
-        double mass;          // mass that top-p is relative to
-        if (topK > 0 && topK < finite)
+        var order = new LogitOrder(ws.Logits);
+        int count;
+        double mass;               // the mass top-p is relative to
+        double unfiltered = double.NaN;
+        if (topKOn)
         {
-            limit = topK;
-            sorted = Extend(0, topK);
+            int pool = TopKPool(x, topK, ws);
+            count = Math.Min(topK, pool);
+            if (count < pool) Selection.NthElement(ws.Ids.AsSpan(0, pool), count - 1, order);
             mass = 0;
-            for (int j = 0; j < sorted; j++) mass += weights[j];
+            for (int j = 0; j < count; j++)
+            {
+                int id = ws.Ids[j];
+                w[id] = LogitMath.Exp((x[id] - max) * invT);
+                mass += w[id];
+            }
         }
         else
         {
-            mass = LogitMath.SumExp(x, max, invT);
+            mass = LogitMath.ExpWeights(x, max, invT, 0f, w.AsSpan(0, x.Length), []);
+            if (invT == 1f) unfiltered = mass;
+            count = TopPPool(w.AsSpan(0, x.Length), topP * mass, ws.Ids);
         }
 
-        int kept = sorted;
         if (topP < 1f)
         {
             double target = topP * mass * (1 - TopPRelativeTolerance);
-            double cumulative = 0;
-            kept = 0;
-            while (kept < limit)
-            {
-                if (kept == sorted)
-                    sorted = Extend(sorted, Math.Min(sorted == 0 ? InitialNucleusChunk : 3 * sorted, limit - sorted));
-                cumulative += weights[kept++];
-                if (cumulative >= target) break;
-            }
+            count = Math.Max(1, Selection.WeightedPrefix(ws.Ids.AsSpan(0, count), w, target, order));
         }
 
         if (minP > 0f)
         {
-            int cut = 1;
-            while (cut < kept && weights[cut] >= minP) cut++;
-            kept = cut;
+            // The top token (weight 1) always stays.
+            int kept = 0;
+            for (int j = 0; j < count; j++)
+            {
+                int id = ws.Ids[j];
+                if (w[id] >= minP) ws.Ids[kept++] = id;
+            }
+            count = kept;
         }
 
         double keptMass = 0;
-        for (int j = 0; j < kept; j++) keptMass += weights[j];
-        return new Candidates(false, kept, keptMass);
-
-        // Sorts the next `count` ids after ids[..from] into place and fills in their weights.
-        int Extend(int from, int count) => ExtendSorted(ws, finite, from, count, max, invT);
+        for (int j = 0; j < count; j++) keptMass += w[ws.Ids[j]];
+        return new Candidates(false, count, keptMass, unfiltered);
     }
 
-    /// <summary>No truncation by rank or mass: weight every token (min-p is a plain threshold on the weight).</summary>
-    private static Candidates WeighAll(Span<float> x, Workspace ws, float max, float invT, float minP)
+    /// <summary>Collects into ids a set of tokens closed upwards under the order with at least k members (or every
+    /// unmasked one when there are fewer), using a cut estimated from a strided sample of the row.</summary>
+    private static int TopKPool(ReadOnlySpan<float> x, int k, Workspace ws)
     {
-        int blocks = (x.Length + LogitMath.BlockSize - 1) / LogitMath.BlockSize;
-        double total = LogitMath.ExpWeights(
-            x, max, invT, minP, ws.Weights.AsSpan(0, x.Length), ws.BlockSums.AsSpan(0, blocks));
-        return new Candidates(true, x.Length, total);
+        const int SampleSize = 2048;
+        float cut = float.MinValue;
+        if (x.Length > 4 * SampleSize)
+        {
+            int stride = x.Length / SampleSize, n = 0;
+            Span<float> sample = stackalloc float[SampleSize];
+            for (int i = 0; i < SampleSize; i++)
+            {
+                float v = x[i * stride];
+                if (!float.IsNegativeInfinity(v)) sample[n++] = v;
+            }
+            // 1.5 times the expected number of sample points at or above the k-th largest, plus slack.
+            long rank = (long)Math.Ceiling(1.5 * k * n / x.Length) + 16;
+            if (rank < n)
+            {
+                sample = sample[..n];
+                sample.Sort();
+                cut = sample[n - (int)rank];
+            }
+        }
+        int pool = LogitMath.CollectAtLeast(x, cut, ws.Ids);
+        if (pool < k && cut != float.MinValue) pool = LogitMath.CollectAtLeast(x, float.MinValue, ws.Ids);
+        return pool;
     }
 
-    private static int ExtendSorted(Workspace ws, int finite, int from, int count, float max, float invT)
+    /// <summary>Weight floors of the bands <see cref="TopPPool"/> collects, exp(-2) down to "any positive".</summary>
+    private static readonly float[] s_bandFloors =
+        [.. new[] { 2f, 4f, 6f, 9f, 12f, 16f, 22f, 30f, 40f }.Select(d => LogitMath.Exp(-d)), float.Epsilon];
+
+    /// <summary>Collects into ids the tokens with positive weight, band by band of falling weight, until their
+    /// mass reaches <paramref name="enough"/>; the set is closed upwards under the order.</summary>
+    private static int TopPPool(ReadOnlySpan<float> weights, double enough, int[] ids)
     {
-        Span<int> rest = ws.Ids.AsSpan(from, finite - from);
-        Selection.SelectSortedPrefix(rest, count, new LogitOrder(ws.Logits));
-        for (int j = from; j < from + count; j++) ws.Weights[j] = MathF.Exp((ws.Logits[ws.Ids[j]] - max) * invT);
-        return from + count;
+        int count = 0;
+        double poolMass = 0;
+        float ceiling = float.PositiveInfinity;
+        foreach (float floor in s_bandFloors)
+        {
+            count += LogitMath.CollectBand(weights, floor, ceiling, ids.AsSpan(count), ref poolMass);
+            if (poolMass >= enough) break;
+            ceiling = floor;
+        }
+        return count;
     }
 
     private static int Draw(Candidates c, Workspace ws, double uniform)
@@ -276,15 +332,16 @@ public sealed class TokenSampler
         if (!c.FullVocab)
         {
             double cumulative = 0;
-            int lastPositive = 0;
+            int last = ws.Ids[0];
             for (int j = 0; j < c.Count; j++)
             {
-                if (w[j] <= 0f) continue;
-                lastPositive = j;
-                cumulative += w[j];
-                if (cumulative > target) return ws.Ids[j];
+                int id = ws.Ids[j];
+                if (w[id] <= 0f) continue;
+                last = id;
+                cumulative += w[id];
+                if (cumulative > target) return id;
             }
-            return ws.Ids[lastPositive]; // target within rounding of the total
+            return last; // target within rounding of the total
         }
 
         double before = 0;
@@ -315,30 +372,47 @@ public sealed class TokenSampler
         return 0;
     }
 
+    /// <summary>The n highest raw logits (ties: lower id first) as log-probabilities, skipping masked tokens.</summary>
     private static TokenLogprob[] TopRawLogprobs(ReadOnlySpan<float> logits, int n, double logZ)
     {
         Span<int> ids = stackalloc int[n];
         Span<float> values = stackalloc float[n];
         int count = 0;
-        for (int i = 0; i < logits.Length; i++)
+        float bar = float.NegativeInfinity; // an entry must exceed this to enter
+        int i = 0;
+        ref float r = ref MemoryMarshal.GetReference(logits);
+        for (; i <= logits.Length - Vector256<float>.Count; i += Vector256<float>.Count)
         {
-            float v = logits[i];
-            if (float.IsNegativeInfinity(v)) continue;
-            if (count == n && !(v > values[n - 1])) continue; // a later equal value has a higher id: not better
-            int p = count < n ? count++ : n - 1;
-            while (p > 0 && v > values[p - 1])
+            uint mask = Vector256.GreaterThan(Vector256.LoadUnsafe(ref r, (nuint)i), Vector256.Create(bar)).ExtractMostSignificantBits();
+            while (mask != 0)
             {
-                ids[p] = ids[p - 1];
-                values[p] = values[p - 1];
-                p--;
+                int id = i + System.Numerics.BitOperations.TrailingZeroCount(mask);
+                Offer(id, logits[id], ids, values, ref count, ref bar);
+                mask &= mask - 1;
             }
-            ids[p] = i;
-            values[p] = v;
         }
+        for (; i < logits.Length; i++) Offer(i, logits[i], ids, values, ref count, ref bar);
 
         var result = new TokenLogprob[count];
         for (int j = 0; j < count; j++) result[j] = new TokenLogprob(ids[j], (float)(values[j] - logZ));
         return result;
+    }
+
+    /// <summary>Insertion into a sorted top list; ids arrive in increasing order, so an equal value stays behind.</summary>
+    private static void Offer(int id, float v, Span<int> ids, Span<float> values, ref int count, ref float bar)
+    {
+        int n = ids.Length;
+        if (!(v > bar)) return;
+        int p = count < n ? count++ : n - 1;
+        while (p > 0 && v > values[p - 1])
+        {
+            ids[p] = ids[p - 1];
+            values[p] = values[p - 1];
+            p--;
+        }
+        ids[p] = id;
+        values[p] = v;
+        if (count == n) bar = values[n - 1];
     }
 
     private void Record(int token)
@@ -349,7 +423,12 @@ public sealed class TokenSampler
         if (token > _maxReferencedToken) _maxReferencedToken = token;
     }
 
-    private readonly record struct Candidates(bool FullVocab, int Count, double Total);
+    /// <param name="FullVocab">Every token of the row is a candidate (else only the workspace's ids[..Count]).</param>
+    /// <param name="Count">Row length, or number of candidate ids.</param>
+    /// <param name="Total">Sum of the kept weights.</param>
+    /// <param name="UnfilteredMass">Sum of exp(x - max) over the whole row at temperature 1 when it was computed on
+    /// the way (NaN otherwise); equals the raw softmax denominator when the logits were not modified.</param>
+    private readonly record struct Candidates(bool FullVocab, int Count, double Total, double UnfilteredMass);
 
     /// <summary>Vocabulary-sized scratch space, one per thread, used only within one call.</summary>
     private sealed class Workspace

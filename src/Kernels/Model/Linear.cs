@@ -32,6 +32,13 @@ public sealed class Linear : IDisposable
             return NativeForward(x);
         if (Weight.dtype == ScalarType.Float32)
             return torch.nn.functional.linear(x, Weight, Bias);
+        if (!TorchRuntime.Bf16MatmulIsFast)
+        {
+            // No fast bf16 matmul on this CPU: widen the weight block once and use the fp32 matmul.
+            using var wf = Weight.to(ScalarType.Float32);
+            using var xf = x.to(ScalarType.Float32);
+            return torch.nn.functional.linear(xf, wf, Bias);
+        }
         using var xb = x.to(Weight.dtype);
         using var yb = torch.nn.functional.linear(xb, Weight);
         var y = yb.to(ScalarType.Float32);

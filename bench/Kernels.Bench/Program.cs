@@ -62,8 +62,12 @@ internal static unsafe class Program
         Line($"| WorkerPool.Parallel({pool.WorkerCount}) dispatch, warm | {dispatchUs:F2} µs |");
         Line(string.Empty);
 
+        long hugeBefore = AnonHugePagesKb();
         using var weights = new HugePageBuffer(WorkingSetBytes);
         FillRandomBf16(weights, pool);
+        Line($"Weight buffer: {weights.ByteLength / 1e6:F0} MB, madvise(MADV_HUGEPAGE) {(weights.HugePagesAdvised ? "ok" : "failed")}, "
+            + $"{(AnonHugePagesKb() - hugeBefore) / 1024} MiB of it on 2 MiB pages (AnonHugePages in /proc/self/smaps_rollup).");
+        Line(string.Empty);
 
         Line($"## Bf16Gemv over a {WorkingSetBytes / 1e6:F0} MB working set (distinct matrices, cycled)");
         Line(string.Empty);
@@ -74,6 +78,8 @@ internal static unsafe class Program
         Line(string.Empty);
         Line("| Shape (N x K) | role | matrices | M=1 GB/s | M=1 % of read BW | torch linear M=1 GB/s | torch % of read BW | M=8 GFLOP/s | M=8 % bf16 peak (% fp32 peak) | M=32 GFLOP/s | M=32 % bf16 peak (% fp32 peak) |");
         Line("|---|---|---|---|---|---|---|---|---|---|---|");
+        double readBest = lim.ReadGBps;
+        var rows = new List<Func<double, string>>();
         foreach ((int n, int k, string role) in Shapes)
         {
             long matBytes = 2L * n * k;
@@ -84,6 +90,9 @@ internal static unsafe class Program
                 mats[i] = weights.GetPointer<ushort>() + ((long)i * n * k);
             }
 
+            // Re-measure the ceiling next to each row: the cores are shared, and a ratio against a bandwidth
+            // measured during someone else's build would flatter the kernel. The best figure seen is used.
+            readBest = Math.Max(readBest, CleanReadBandwidth(pool));
             double m1 = GemvSeconds(mats, n, k, 1, pool, minSeconds: 0.3);
             double gbps1 = count * matBytes / m1 / 1e9;
             double m8 = GemvSeconds(mats, n, k, 8, pool, minSeconds: 0.3);
@@ -92,7 +101,12 @@ internal static unsafe class Program
             double gf32 = 2.0 * 32 * n * k * count / m32 / 1e9;
             double torchS = TorchLinearSeconds(weights, count, n, k, minSeconds: 0.3);
             double torchGbps = count * matBytes / torchS / 1e9;
-            Line($"| {n} x {k} | {role} | {count} | {gbps1:F1} | {100 * gbps1 / lim.ReadGBps:F0}% | {torchGbps:F1} | {100 * torchGbps / lim.ReadGBps:F0}% | {gf8:F1} | {100 * gf8 / lim.Bf16MatmulGflops:F0}% ({100 * gf8 / lim.Fp32MatmulGflops:F0}%) | {gf32:F1} | {100 * gf32 / lim.Bf16MatmulGflops:F0}% ({100 * gf32 / lim.Fp32MatmulGflops:F0}%) |");
+            rows.Add(read => $"| {n} x {k} | {role} | {count} | {gbps1:F1} | {100 * gbps1 / read:F0}% | {torchGbps:F1} | {100 * torchGbps / read:F0}% | {gf8:F1} | {100 * gf8 / lim.Bf16MatmulGflops:F0}% ({100 * gf8 / lim.Fp32MatmulGflops:F0}%) | {gf32:F1} | {100 * gf32 / lim.Bf16MatmulGflops:F0}% ({100 * gf32 / lim.Fp32MatmulGflops:F0}%) |");
+        }
+
+        foreach (var row in rows)
+        {
+            Line(row(readBest));
         }
 
         Line(string.Empty);
@@ -108,9 +122,14 @@ internal static unsafe class Program
 
             double s = SiluSeconds(mats, inter, k, 1, pool, 0.3);
             double gbps = count * pairBytes / s / 1e9;
-            Line($"Fused SiluGateUp, gate+up [2 x {inter} x {k}], M=1: {gbps:F1} GB/s ({100 * gbps / lim.ReadGBps:F0}% of read BW), {s / count * 1e6:F0} µs per call.");
+            Line($"Fused SiluGateUp, gate+up [2 x {inter} x {k}], M=1: {gbps:F1} GB/s ({100 * gbps / readBest:F0}% of read BW), {s / count * 1e6:F0} µs per call.");
+            Line(string.Empty);
+            Line($"Read bandwidth used for the ratios: {readBest:F1} GB/s, the best of the limits run ({lim.ReadGBps:F1}) and a re-measure next to each shape.");
         }
 
+        Line(s_contended == 0
+            ? "Every figure comes from passes during which other processes used < 5% of the CPUs."
+            : $"{s_contended} figure(s) had no pass free of other processes' CPU use (> 5%) within {MaxSecondsPerItem} s; they are best-of-contended.");
         Line(string.Empty);
         Line($"Total bench time {total.Elapsed.TotalSeconds:F1} s.");
 
@@ -167,6 +186,25 @@ internal static unsafe class Program
         Bf16Gemv.SingleRowMaxBatch = 4;
         Bf16Gemv.PrefetchBytes = 1024;
         Console.WriteLine($"read BW {MachineLimits.MeasureReadBandwidth(1L << 30, 6, pool):F1} GB/s");
+    }
+
+    private static long AnonHugePagesKb()
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/smaps_rollup"))
+            {
+                if (line.StartsWith("AnonHugePages:", StringComparison.Ordinal))
+                {
+                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+
+        return 0;
     }
 
     private static string FindRepoRoot()
@@ -272,21 +310,98 @@ internal static unsafe class Program
         return best;
     }
 
+    /// <summary>
+    /// Best seconds of one pass. The two cores are shared with other jobs, so each pass is checked against
+    /// /proc/stat: a pass during which other processes used more than ~5% of the machine is "contended".
+    /// Passes continue until at least 2 clean ones and <paramref name="minSeconds"/> are in, or
+    /// <see cref="MaxSecondsPerItem"/> runs out; the best clean pass wins (the best contended one otherwise,
+    /// counted in <see cref="s_contended"/>).
+    /// </summary>
     private static double BestPass(Action pass, double minSeconds)
     {
         pass();
-        double best = double.MaxValue;
+        double bestClean = double.MaxValue, bestAny = double.MaxValue;
         var sw = Stopwatch.StartNew();
-        int passes = 0;
-        while (passes < 2 || sw.Elapsed.TotalSeconds < minSeconds)
+        int clean = 0;
+        while ((clean < 2 || sw.Elapsed.TotalSeconds < minSeconds) && sw.Elapsed.TotalSeconds < MaxSecondsPerItem)
         {
+            (long busy0, long own0) = CpuSample();
             long t0 = Stopwatch.GetTimestamp();
             pass();
-            best = Math.Min(best, Stopwatch.GetElapsedTime(t0).TotalSeconds);
-            passes++;
+            double dt = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            (long busy1, long own1) = CpuSample();
+            bestAny = Math.Min(bestAny, dt);
+            if (IsClean(busy1 - busy0, own1 - own0, dt))
+            {
+                clean++;
+                bestClean = Math.Min(bestClean, dt);
+            }
         }
 
-        return best;
+        if (clean == 0)
+        {
+            s_contended++;
+            return bestAny;
+        }
+
+        return bestClean;
+    }
+
+    private const double MaxSecondsPerItem = 2.0;
+    private static int s_contended;
+
+    /// <summary>Read bandwidth (GB/s) over 512 MB, best clean sample within ~2 s.</summary>
+    private static double CleanReadBandwidth(WorkerPool pool)
+    {
+        double bestClean = 0, bestAny = 0;
+        var sw = Stopwatch.StartNew();
+        int clean = 0;
+        while (clean < 3 && sw.Elapsed.TotalSeconds < 2)
+        {
+            (long busy0, long own0) = CpuSample();
+            long t0 = Stopwatch.GetTimestamp();
+            double gbps = MachineLimits.MeasureReadBandwidth(512L << 20, 3, pool);
+            double dt = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            (long busy1, long own1) = CpuSample();
+            bestAny = Math.Max(bestAny, gbps);
+            if (IsClean(busy1 - busy0, own1 - own0, dt))
+            {
+                clean++;
+                bestClean = Math.Max(bestClean, gbps);
+            }
+        }
+
+        return clean > 0 ? bestClean : bestAny;
+    }
+
+    private static bool IsClean(long busyTicks, long ownTicks, double seconds)
+    {
+        // Clock ticks are 10 ms: allow one tick of slack plus 5% of the machine.
+        double otherTicks = busyTicks - ownTicks;
+        return otherTicks <= 1 + (0.05 * seconds * 100 * Environment.ProcessorCount);
+    }
+
+    /// <summary>(busy ticks of the whole machine, CPU ticks of this process) from /proc.</summary>
+    private static (long Busy, long Own) CpuSample()
+    {
+        try
+        {
+            string cpu = File.ReadLines("/proc/stat").First();
+            long[] f = cpu.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Select(long.Parse).ToArray();
+
+            // user nice system idle iowait irq softirq steal ...: busy excludes idle and iowait.
+            long busy = f[0] + f[1] + f[2] + f[5] + f[6] + (f.Length > 7 ? f[7] : 0);
+            string self = File.ReadAllText("/proc/self/stat");
+            string[] g = self[(self.LastIndexOf(')') + 2)..].Split(' ');
+
+            // Fields after the command: state is index 0, so utime (14th) is index 11, stime index 12.
+            long own = long.Parse(g[11]) + long.Parse(g[12]);
+            return (busy, own);
+        }
+        catch (IOException)
+        {
+            return (0, 0);
+        }
     }
 
     /// <summary>Fills the buffer with bf16 values in (-1, 1) (a fast xorshift; values only need to be finite and varied).</summary>

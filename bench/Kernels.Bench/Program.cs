@@ -12,6 +12,8 @@ namespace MoeServer.Kernels.Bench;
 /// Kernel benchmark: machine limits, then Bf16Gemv over a ~720 MB working set of distinct weight matrices
 /// (so nothing sits in cache), against TorchSharp's linear on the same weights. Writes bench/results/kernels.md.
 /// Usage: dotnet run -c Release --project bench/Kernels.Bench [-- --out path.md]
+/// Diagnostics (no report written): <c>--tune</c> compares internal Bf16Gemv knobs at M=1 (TUNE_M=1,2,4 and
+/// TUNE_THREADS=1 to vary); <c>--probe</c> repeats the read-bandwidth probe at several sizes.
 /// </summary>
 internal static unsafe class Program
 {
@@ -35,6 +37,16 @@ internal static unsafe class Program
             md.AppendLine(s);
         }
 
+        if (args.Length > 0 && args[0] == "--probe")
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                Console.WriteLine($"1GiB x10 {MachineLimits.MeasureReadBandwidth(1L << 30, 10, pool):F1}  512MB x2 {MachineLimits.MeasureReadBandwidth(512L << 20, 2, pool):F1}  512MB x10 {MachineLimits.MeasureReadBandwidth(512L << 20, 10, pool):F1}  256MB x10 {MachineLimits.MeasureReadBandwidth(256L << 20, 10, pool):F1}");
+            }
+
+            return 0;
+        }
+
         if (args.Length > 0 && args[0] == "--tune")
         {
             Tune(pool);
@@ -44,6 +56,7 @@ internal static unsafe class Program
         var total = Stopwatch.StartNew();
         MachineLimits lim = MachineLimits.Measure(pool);
         double dispatchUs = MeasureDispatchMicroseconds(pool);
+        double coldDispatchUs = MeasureColdDispatchMicroseconds(pool);
 
         Line("# Native kernel benchmark");
         Line(string.Empty);
@@ -59,7 +72,8 @@ internal static unsafe class Program
         Line($"| Read bandwidth, all cores, 1 GiB huge-page buffer | {lim.ReadGBps:F1} GB/s |");
         Line($"| torch.matmul bf16 (square, {lim.Cores} threads) | {lim.Bf16MatmulGflops:F1} GFLOP/s |");
         Line($"| torch.matmul fp32 (square, {lim.Cores} threads) | {lim.Fp32MatmulGflops:F1} GFLOP/s |");
-        Line($"| WorkerPool.Parallel({pool.WorkerCount}) dispatch, warm | {dispatchUs:F2} µs |");
+        Line($"| WorkerPool.Parallel({pool.WorkerCount}) round trip, back-to-back (workers spinning) | {dispatchUs:F2} µs |");
+        Line($"| WorkerPool.Parallel({pool.WorkerCount}) round trip after 2 ms idle (workers asleep) | {coldDispatchUs:F1} µs |");
         Line(string.Empty);
 
         long hugeBefore = AnonHugePagesKb();
@@ -71,15 +85,16 @@ internal static unsafe class Program
 
         Line($"## Bf16Gemv over a {WorkingSetBytes / 1e6:F0} MB working set (distinct matrices, cycled)");
         Line(string.Empty);
-        Line("Shape is W [N x K] (y = x·Wᵀ). GB/s counts weight bytes only. M=1 is compared with the measured read");
-        Line("bandwidth; M=8/32 with torch's bf16 matmul peak. Torch: `torch.nn.functional.linear` on the same bf16");
-        Line("weights (copied into torch tensors), bf16 activations, same thread count. Each figure is the best full pass");
-        Line("over the working set after a warm-up pass (the 2 cores are shared with other jobs, so best-of filters their noise).");
+        Line("Shape is W [N x K] (y = x·Wᵀ). GB/s counts weight bytes only. The VM's memory bandwidth drifts with its");
+        Line("neighbours (34-46 GB/s within minutes), so M=1 is measured in 5 pairs of (read-bandwidth probe, kernel pass)");
+        Line("run back to back; \"% of paired read\" is the median of the per-pair ratios, \"read\" the median probe;");
+        Line("\"% of limits read\" divides the best kernel pass by the best read of the limits run above. M=8/32 are");
+        Line("compared with torch.matmul peaks (bf16, and fp32 in brackets: this CPU has no bf16 arithmetic, so torch's");
+        Line("bf16 matmul is very slow). Torch column: `torch.nn.functional.linear` on the same bf16 weights (copied");
+        Line("into torch tensors), bf16 activations, same thread count, measured the same paired way.");
         Line(string.Empty);
-        Line("| Shape (N x K) | role | matrices | M=1 GB/s | M=1 % of read BW | torch linear M=1 GB/s | torch % of read BW | M=8 GFLOP/s | M=8 % bf16 peak (% fp32 peak) | M=32 GFLOP/s | M=32 % bf16 peak (% fp32 peak) |");
-        Line("|---|---|---|---|---|---|---|---|---|---|---|");
-        double readBest = lim.ReadGBps;
-        var rows = new List<Func<double, string>>();
+        Line($"| Shape (N x K) | role | matrices | read GB/s (paired) | M=1 GB/s | M=1 % of paired read | M=1 % of limits read ({lim.ReadGBps:F1}) | torch linear M=1 GB/s | torch % of paired read | M=8 GFLOP/s | M=8 % bf16 peak (% fp32) | M=32 GFLOP/s | M=32 % bf16 peak (% fp32) |");
+        Line("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         foreach ((int n, int k, string role) in Shapes)
         {
             long matBytes = 2L * n * k;
@@ -90,23 +105,13 @@ internal static unsafe class Program
                 mats[i] = weights.GetPointer<ushort>() + ((long)i * n * k);
             }
 
-            // Re-measure the ceiling next to each row: the cores are shared, and a ratio against a bandwidth
-            // measured during someone else's build would flatter the kernel. The best figure seen is used.
-            readBest = Math.Max(readBest, CleanReadBandwidth(pool));
-            double m1 = GemvSeconds(mats, n, k, 1, pool, minSeconds: 0.3);
-            double gbps1 = count * matBytes / m1 / 1e9;
-            double m8 = GemvSeconds(mats, n, k, 8, pool, minSeconds: 0.3);
-            double m32 = GemvSeconds(mats, n, k, 32, pool, minSeconds: 0.3);
+            Paired m1 = MeasurePaired(GemvPass(mats, n, k, 1, pool), count * matBytes, pool);
+            double m8 = BestPass(GemvPass(mats, n, k, 8, pool), minSeconds: 0.3);
+            double m32 = BestPass(GemvPass(mats, n, k, 32, pool), minSeconds: 0.3);
             double gf8 = 2.0 * 8 * n * k * count / m8 / 1e9;
             double gf32 = 2.0 * 32 * n * k * count / m32 / 1e9;
-            double torchS = TorchLinearSeconds(weights, count, n, k, minSeconds: 0.3);
-            double torchGbps = count * matBytes / torchS / 1e9;
-            rows.Add(read => $"| {n} x {k} | {role} | {count} | {gbps1:F1} | {100 * gbps1 / read:F0}% | {torchGbps:F1} | {100 * torchGbps / read:F0}% | {gf8:F1} | {100 * gf8 / lim.Bf16MatmulGflops:F0}% ({100 * gf8 / lim.Fp32MatmulGflops:F0}%) | {gf32:F1} | {100 * gf32 / lim.Bf16MatmulGflops:F0}% ({100 * gf32 / lim.Fp32MatmulGflops:F0}%) |");
-        }
-
-        foreach (var row in rows)
-        {
-            Line(row(readBest));
+            Paired torchM1 = TorchLinearPaired(weights, count, n, k, pool);
+            Line($"| {n} x {k} | {role} | {count} | {m1.ReadGBps:F1} | {m1.GBps:F1} | {100 * m1.Ratio:F0}% | {100 * m1.GBps / lim.ReadGBps:F0}% | {torchM1.GBps:F1} | {100 * torchM1.Ratio:F0}% | {gf8:F1} | {100 * gf8 / lim.Bf16MatmulGflops:F0}% ({100 * gf8 / lim.Fp32MatmulGflops:F0}%) | {gf32:F1} | {100 * gf32 / lim.Bf16MatmulGflops:F0}% ({100 * gf32 / lim.Fp32MatmulGflops:F0}%) |");
         }
 
         Line(string.Empty);
@@ -120,13 +125,11 @@ internal static unsafe class Program
                 mats[i] = weights.GetPointer<ushort>() + ((long)i * 2 * inter * k);
             }
 
-            double s = SiluSeconds(mats, inter, k, 1, pool, 0.3);
-            double gbps = count * pairBytes / s / 1e9;
-            Line($"Fused SiluGateUp, gate+up [2 x {inter} x {k}], M=1: {gbps:F1} GB/s ({100 * gbps / readBest:F0}% of read BW), {s / count * 1e6:F0} µs per call.");
-            Line(string.Empty);
-            Line($"Read bandwidth used for the ratios: {readBest:F1} GB/s, the best of the limits run ({lim.ReadGBps:F1}) and a re-measure next to each shape.");
+            Paired silu = MeasurePaired(SiluPass(mats, inter, k, 1, pool), count * pairBytes, pool);
+            Line($"Fused SiluGateUp, gate+up [2 x {inter} x {k}], M=1: {silu.GBps:F1} GB/s ({100 * silu.Ratio:F0}% of paired read {silu.ReadGBps:F1} GB/s, {100 * silu.GBps / lim.ReadGBps:F0}% of limits read), {pairBytes / (silu.GBps * 1e3):F0} µs per call.");
         }
 
+        Line(string.Empty);
         Line(s_contended == 0
             ? "Every figure comes from passes during which other processes used < 5% of the CPUs."
             : $"{s_contended} figure(s) had no pass free of other processes' CPU use (> 5%) within {MaxSecondsPerItem} s; they are best-of-contended.");
@@ -139,7 +142,7 @@ internal static unsafe class Program
         return 0;
     }
 
-    /// <summary>Compares internal variants at M=1 (not part of the report).</summary>
+    /// <summary>Compares internal Bf16Gemv knobs (chunking, prefetch) per shape; not part of the report.</summary>
     private static void Tune(WorkerPool pool)
     {
         if (Environment.GetEnvironmentVariable("TUNE_THREADS") == "1")
@@ -150,11 +153,11 @@ internal static unsafe class Program
         using var weights = new HugePageBuffer(WorkingSetBytes);
         FillRandomBf16(weights, pool);
         int[] batches = (Environment.GetEnvironmentVariable("TUNE_M") ?? "1").Split(',').Select(int.Parse).ToArray();
-        var variants = new (string Name, int SingleMax, int Pf)[]
+        var variants = new (string Name, int Chunks, int Pf, bool Nta)[]
         {
-            ("4row", 0, 1024), ("1row", 64, 1024), ("1row pf0", 64, 0),
+            ("c4 pf1k", 4, 1024, false), ("c1 pf1k", 1, 1024, false), ("c2 pf1k", 2, 1024, false), ("c4 pf512", 4, 512, false), ("c4 pf1k nta", 4, 1024, true), ("c4 pf0", 4, 0, false),
         };
-        for (int round = 0; round < 2; round++)
+        for (int round = 0; round < 1; round++)
         {
             foreach ((int n, int k, string role) in Shapes)
             {
@@ -166,14 +169,15 @@ internal static unsafe class Program
                     mats[i] = weights.GetPointer<ushort>() + ((long)i * n * k);
                 }
 
-                var sb = new StringBuilder($"{n}x{k} (read {MachineLimits.MeasureReadBandwidth(256L << 20, 4, pool):F1}):");
+                var sb = new StringBuilder($"{n}x{k} (read {CleanReadBandwidth(pool):F1}):");
                 foreach (int m in batches)
                 {
                     sb.Append(CultureInfo.InvariantCulture, $" | M={m}");
                     foreach (var v in variants)
                     {
-                        Bf16Gemv.SingleRowMaxBatch = v.SingleMax;
+                        Bf16Gemv.ChunksPerWorker = v.Chunks;
                         Bf16Gemv.PrefetchBytes = v.Pf;
+                        Bf16Gemv.PrefetchNonTemporal = v.Nta;
                         double s = GemvSeconds(mats, n, k, m, pool, minSeconds: 0.1);
                         sb.Append(CultureInfo.InvariantCulture, $"  {v.Name} {count * matBytes / s / 1e9:F1}GB/s {2.0 * m * n * k * count / s / 1e9:F0}GF");
                     }
@@ -183,9 +187,10 @@ internal static unsafe class Program
             }
         }
 
-        Bf16Gemv.SingleRowMaxBatch = 4;
+        Bf16Gemv.ChunksPerWorker = 2;
         Bf16Gemv.PrefetchBytes = 1024;
-        Console.WriteLine($"read BW {MachineLimits.MeasureReadBandwidth(1L << 30, 6, pool):F1} GB/s");
+        Bf16Gemv.PrefetchNonTemporal = false;
+        Console.WriteLine($"read BW {CleanReadBandwidth(pool):F1} GB/s; contended figures: {s_contended}");
     }
 
     private static long AnonHugePagesKb()
@@ -237,12 +242,27 @@ internal static unsafe class Program
         return Stopwatch.GetElapsedTime(t0).TotalMicroseconds / Reps;
     }
 
+    private static double MeasureColdDispatchMicroseconds(WorkerPool pool)
+    {
+        double total = 0;
+        const int Reps = 100;
+        for (int i = 0; i < Reps; i++)
+        {
+            Thread.Sleep(2);
+            long t0 = Stopwatch.GetTimestamp();
+            pool.Parallel(pool.WorkerCount, &Nop, 0);
+            total += Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+        }
+
+        return total / Reps;
+    }
+
     private static void Nop(int i, nint ctx)
     {
     }
 
-    /// <summary>Best seconds per pass over all matrices, after one warm-up pass; passes until minSeconds spent.</summary>
-    private static double GemvSeconds(ushort*[] mats, int n, int k, int m, WorkerPool pool, double minSeconds)
+    /// <summary>One pass: Bf16Gemv over every matrix of the set.</summary>
+    private static Action GemvPass(ushort*[] mats, int n, int k, int m, WorkerPool pool)
     {
         float[] x = new float[m * k];
         var rng = new Random(1);
@@ -252,7 +272,7 @@ internal static unsafe class Program
         }
 
         float[] y = new float[m * n];
-        return BestPass(() =>
+        return () =>
         {
             fixed (float* px = x)
             fixed (float* py = y)
@@ -262,14 +282,14 @@ internal static unsafe class Program
                     Bf16Gemv.Multiply(w, n, k, px, m, py, pool: pool);
                 }
             }
-        }, minSeconds);
+        };
     }
 
-    private static double SiluSeconds(ushort*[] mats, int inter, int k, int m, WorkerPool pool, double minSeconds)
+    private static Action SiluPass(ushort*[] mats, int inter, int k, int m, WorkerPool pool)
     {
         float[] x = new float[m * k];
         float[] h = new float[m * inter];
-        return BestPass(() =>
+        return () =>
         {
             fixed (float* px = x)
             fixed (float* ph = h)
@@ -279,10 +299,72 @@ internal static unsafe class Program
                     Bf16Gemv.SiluGateUp(w, inter, k, px, m, ph, pool);
                 }
             }
-        }, minSeconds);
+        };
     }
 
-    private static double TorchLinearSeconds(HugePageBuffer weights, int count, int n, int k, double minSeconds)
+    private static double GemvSeconds(ushort*[] mats, int n, int k, int m, WorkerPool pool, double minSeconds)
+        => BestPass(GemvPass(mats, n, k, m, pool), minSeconds);
+
+    private readonly record struct Paired(double GBps, double Ratio, double ReadGBps);
+
+    /// <summary>
+    /// 5 × (read-bandwidth probe over 512 MB, best of 2 passes of <paramref name="pass"/>) back to back; pairs
+    /// during which other processes used the CPUs are retried (up to ~4 s). Returns the best pass rate, the median
+    /// per-pair ratio pass/probe and the median probe.
+    /// </summary>
+    private static Paired MeasurePaired(Action pass, long bytes, WorkerPool pool)
+    {
+        pass();
+        var ratios = new List<double>();
+        var reads = new List<double>();
+        double best = 0;
+        var sw = Stopwatch.StartNew();
+        var fallback = new List<(double Ratio, double Read)>();
+        while (ratios.Count < 5 && sw.Elapsed.TotalSeconds < 4)
+        {
+            (long busy0, long own0) = CpuSample();
+            long t0 = Stopwatch.GetTimestamp();
+            double read = MachineLimits.MeasureReadBandwidth(512L << 20, 2, pool);
+            double passSeconds = double.MaxValue;
+            for (int i = 0; i < 2; i++)
+            {
+                long p0 = Stopwatch.GetTimestamp();
+                pass();
+                passSeconds = Math.Min(passSeconds, Stopwatch.GetElapsedTime(p0).TotalSeconds);
+            }
+
+            double dt = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            (long busy1, long own1) = CpuSample();
+            double gbps = bytes / passSeconds / 1e9;
+            best = Math.Max(best, gbps);
+            if (IsClean(busy1 - busy0, own1 - own0, dt))
+            {
+                ratios.Add(gbps / read);
+                reads.Add(read);
+            }
+            else
+            {
+                fallback.Add((gbps / read, read));
+            }
+        }
+
+        if (ratios.Count == 0)
+        {
+            s_contended++;
+            ratios.AddRange(fallback.Select(f => f.Ratio));
+            reads.AddRange(fallback.Select(f => f.Read));
+        }
+
+        return new Paired(best, Median(ratios), Median(reads));
+    }
+
+    private static double Median(List<double> v)
+    {
+        v.Sort();
+        return v.Count == 0 ? double.NaN : v.Count % 2 == 1 ? v[v.Count / 2] : (v[(v.Count / 2) - 1] + v[v.Count / 2]) / 2;
+    }
+
+    private static Paired TorchLinearPaired(HugePageBuffer weights, int count, int n, int k, WorkerPool pool)
     {
         torch.set_num_threads(Environment.ProcessorCount);
         using var scope = torch.NewDisposeScope();
@@ -295,19 +377,19 @@ internal static unsafe class Program
         }
 
         Tensor x = torch.randn(new long[] { 1, k }, dtype: ScalarType.BFloat16);
-        double best = BestPass(() =>
+        Paired result = MeasurePaired(() =>
         {
             foreach (Tensor w in ts)
             {
                 using Tensor y = torch.nn.functional.linear(x, w);
             }
-        }, minSeconds);
+        }, count * matBytes, pool);
         foreach (Tensor t in ts)
         {
             t.Dispose();
         }
 
-        return best;
+        return result;
     }
 
     /// <summary>

@@ -153,9 +153,9 @@ internal static unsafe class Program
         using var weights = new HugePageBuffer(WorkingSetBytes);
         FillRandomBf16(weights, pool);
         int[] batches = (Environment.GetEnvironmentVariable("TUNE_M") ?? "1").Split(',').Select(int.Parse).ToArray();
-        var variants = new (string Name, int Chunks, int Pf, bool Nta)[]
+        var variants = new (string Name, int Chunks, int Pf)[]
         {
-            ("c4 pf1k", 4, 1024, false), ("c1 pf1k", 1, 1024, false), ("c2 pf1k", 2, 1024, false), ("c4 pf512", 4, 512, false), ("c4 pf1k nta", 4, 1024, true), ("c4 pf0", 4, 0, false),
+            ("c2 pf1k", 2, 1024), ("c1 pf1k", 1, 1024), ("c4 pf1k", 4, 1024), ("c2 pf512", 2, 512), ("c2 pf2k", 2, 2048), ("c2 pf0", 2, 0),
         };
         for (int round = 0; round < 1; round++)
         {
@@ -177,7 +177,6 @@ internal static unsafe class Program
                     {
                         Bf16Gemv.ChunksPerWorker = v.Chunks;
                         Bf16Gemv.PrefetchBytes = v.Pf;
-                        Bf16Gemv.PrefetchNonTemporal = v.Nta;
                         double s = GemvSeconds(mats, n, k, m, pool, minSeconds: 0.1);
                         sb.Append(CultureInfo.InvariantCulture, $"  {v.Name} {count * matBytes / s / 1e9:F1}GB/s {2.0 * m * n * k * count / s / 1e9:F0}GF");
                     }
@@ -189,7 +188,6 @@ internal static unsafe class Program
 
         Bf16Gemv.ChunksPerWorker = 2;
         Bf16Gemv.PrefetchBytes = 1024;
-        Bf16Gemv.PrefetchNonTemporal = false;
         Console.WriteLine($"read BW {CleanReadBandwidth(pool):F1} GB/s; contended figures: {s_contended}");
     }
 

@@ -60,11 +60,9 @@ public static unsafe class Bf16Gemv
 
     /// <summary>
     /// Software prefetch distance of the single-column loop, bytes ahead of the loads (0 = off). 1 KiB measured
-    /// best on Zen 3 (+10% over hardware prefetch alone; 2 KiB and more lose).
+    /// best on Zen 3 (+10% over hardware prefetch alone; 512 B and 2 KiB+ lose; prefetchnta is no better).
     /// </summary>
     internal static int PrefetchBytes { get; set; } = 1024;
-
-    internal static bool PrefetchNonTemporal { get; set; }
 
     /// <summary>
     /// Up to this batch (and while x is at most <see cref="SingleRowMaxXBytes"/>) the single-row kernels run;
@@ -465,19 +463,6 @@ public static unsafe class Bf16Gemv
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch(void* p)
-    {
-        if (PrefetchNonTemporal)
-        {
-            Sse.PrefetchNonTemporal(p);
-        }
-        else
-        {
-            Sse.Prefetch0(p);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Silu(float g) => g / (1f + MathF.Exp(-g));
 
     private static float TailDot(ushort* w, float* x, int len)
@@ -511,12 +496,12 @@ public static unsafe class Bf16Gemv
             ushort* q = w + (2 * j);
             if (pf > 0 && Sse.IsSupported)
             {
-                Prefetch(q + pf);
-                Prefetch(q + pf + 32);
+                Sse.Prefetch0(q + pf);
+                Sse.Prefetch0(q + pf + 32);
                 if (n == 16)
                 {
-                    Prefetch(q + pf + 64);
-                    Prefetch(q + pf + 96);
+                    Sse.Prefetch0(q + pf + 64);
+                    Sse.Prefetch0(q + pf + 96);
                 }
             }
 
@@ -538,10 +523,10 @@ public static unsafe class Bf16Gemv
         {
             if (pf > 0 && Sse.IsSupported)
             {
-                Prefetch(w + (2 * j) + pf);
+                Sse.Prefetch0(w + (2 * j) + pf);
                 if (n == 16)
                 {
-                    Prefetch(w + (2 * j) + pf + 32);
+                    Sse.Prefetch0(w + (2 * j) + pf + 32);
                 }
             }
 
@@ -580,10 +565,10 @@ public static unsafe class Bf16Gemv
             ushort* q = w + (2 * j);
             if (pf > 0 && Sse.IsSupported)
             {
-                Prefetch(q + pf);
+                Sse.Prefetch0(q + pf);
                 if (n == 16)
                 {
-                    Prefetch(q + pf + 32);
+                    Sse.Prefetch0(q + pf + 32);
                 }
             }
 
@@ -632,7 +617,7 @@ public static unsafe class Bf16Gemv
             ushort* q = w + (2 * j);
             if (pf > 0 && Sse.IsSupported && (n == 16 || (j & 8) == 0))
             {
-                Prefetch(q + pf);
+                Sse.Prefetch0(q + pf);
             }
 
             TV p = TOps.LoadBf16Pairs(q);

@@ -21,7 +21,7 @@ public sealed record MachineLimits(double ReadGBps, double Bf16MatmulGflops, dou
     /// <param name="pool">Pool for the bandwidth test; null means <see cref="WorkerPool.Shared"/>.</param>
     public static MachineLimits Measure(WorkerPool? pool = null)
     {
-        double read = MeasureReadBandwidth(1L << 30, passes: 6, pool);
+        double read = MeasureReadBandwidth(1L << 30, passes: 10, pool);
         torch.set_num_threads(Environment.ProcessorCount);
         double bf16 = MeasureMatmulGflops(ScalarType.BFloat16);
         double fp32 = MeasureMatmulGflops(ScalarType.Float32);

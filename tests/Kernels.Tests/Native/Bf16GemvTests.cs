@@ -28,7 +28,7 @@ public class Bf16GemvTests
     [MemberData(nameof(Paths))]
     public void Multiply_matches_double_reference(GemvPath path)
     {
-        foreach (int m in new[] { 1, 3, 8, 32 })
+        foreach (int m in new[] { 1, 2, 3, 4, 5, 8, 32 })
         {
             foreach ((int n, int k) in Shapes)
             {
@@ -70,7 +70,7 @@ public class Bf16GemvTests
     [MemberData(nameof(Paths))]
     public void SiluGateUp_matches_reference(GemvPath path)
     {
-        foreach (int m in new[] { 1, 3, 8, 32 })
+        foreach (int m in new[] { 1, 2, 3, 4, 8, 32 })
         {
             foreach ((int inter, int k) in new[] { (37, 301), (1, 70), (150, 333) })
             {

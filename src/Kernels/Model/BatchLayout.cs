@@ -21,6 +21,8 @@ public sealed class BatchLayout
     public int[] SegmentOfRow { get; }
     public int[] TokenIds { get; }
     public int TotalTokens => Positions.Length;
+    /// <summary>Every segment is a single token (a pure decode step).</summary>
+    public bool IsAllDecode { get; }
 
     public BatchLayout(IReadOnlyList<BatchSegment> segments)
     {
@@ -47,6 +49,7 @@ public sealed class BatchLayout
             }
         }
         RowStart = starts;
+        IsAllDecode = total == segments.Count;
     }
 
     /// <summary>Row of each segment's last token (where next-token logits come from).</summary>

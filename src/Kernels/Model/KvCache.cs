@@ -76,6 +76,27 @@ public sealed class KvCache : IDisposable
         _ = keep;
     }
 
+    /// <summary>Stores one position's keys and values ([kvHeads*headDim] each) for a layer, growing as needed.</summary>
+    internal unsafe void AppendRow(int layer, int position, float* k, float* v)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_k[layer] is null || position >= _capacity)
+        {
+            int cap = _capacity;
+            while (cap <= position) cap *= 2;
+            Grow(cap, position);
+        }
+        float* kd = (float*)TorchInterop.DataPointer(_k[layer]!);
+        float* vd = (float*)TorchInterop.DataPointer(_v[layer]!);
+        long bytes = _headDim * sizeof(float);
+        for (int h = 0; h < _kvHeads; h++)
+        {
+            long at = ((long)h * _capacity + position) * _headDim;
+            Buffer.MemoryCopy(k + h * _headDim, kd + at, bytes, bytes);
+            Buffer.MemoryCopy(v + h * _headDim, vd + at, bytes, bytes);
+        }
+    }
+
     /// <summary>Raw cache memory of one layer for the native decode attention: [kvHeads, Capacity, headDim] fp32.</summary>
     internal unsafe (IntPtr Keys, IntPtr Values, int Capacity) Raw(int layer) =>
         ((IntPtr)TorchInterop.DataPointer(_k[layer]!), (IntPtr)TorchInterop.DataPointer(_v[layer]!), _capacity);

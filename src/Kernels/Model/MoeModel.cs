@@ -18,7 +18,7 @@ public enum LogitRows
 /// (attention step, gate, one expert over a row block, combine, LM head). <see cref="Forward"/> is built from the
 /// same pieces. Activations are fp32 [tokens, hidden]; a batch mixes sequences at different positions.
 /// </summary>
-public sealed class MoeModel : IDisposable
+public sealed partial class MoeModel : IDisposable
 {
     private readonly RotaryEmbedding _rope;
 
@@ -62,6 +62,7 @@ public sealed class MoeModel : IDisposable
     {
         using var grad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
+        TorchRuntime.UseThreadsFor(batch.TotalTokens);
         var x = Embed(batch);
         for (int l = 0; l < Config.NumLayers; l++)
         {
@@ -100,6 +101,7 @@ public sealed class MoeModel : IDisposable
     /// each sequence's cache (positions become visible to later forwards after <see cref="Commit"/>).</summary>
     public Tensor AttentionBlock(int layer, Tensor x, BatchLayout batch)
     {
+        if (batch.IsAllDecode && UseNativeDecodePath) return DecodeAttentionBlock(layer, x, batch);
         var w = Weights.Layers[layer];
         var cfg = Config;
         int T = batch.TotalTokens, nH = cfg.NumHeads, nKV = cfg.NumKvHeads, hd = cfg.HeadDim;
@@ -237,10 +239,16 @@ public sealed class MoeModel : IDisposable
     {
         var w = Weights.Layers[layer];
         if (w.Router is null) throw new InvalidOperationException($"layer {layer} is dense and has no router");
-        int E = Config.NumExperts;
         float[] logits;
         using (var l = torch.matmul(mlpInput, w.Router.t()))
             logits = TorchInterop.ToFloatArray(l);
+        return RouteFromLogits(layer, logits, batch);
+    }
+
+    /// <summary>Softmax + top-k (with each segment's override) over router logits [T, E].</summary>
+    private ExpertRouting RouteFromLogits(int layer, float[] logits, BatchLayout batch)
+    {
+        int E = Config.NumExperts;
         int T = batch.TotalTokens;
         var experts = new int[T][];
         var weights = new float[T][];
@@ -317,6 +325,10 @@ public sealed class MoeModel : IDisposable
     /// <summary>x + MLP(RMSNorm(x)) computed locally: routed experts grouped (one matmul set per active expert).</summary>
     public Tensor MlpBlock(int layer, Tensor x, BatchLayout batch)
     {
+        if (batch.IsAllDecode && UseNativeDecodePath && Weights.Layers[layer].Router is not null
+            && Weights.Layers[layer].Experts[0].GateUp.Weight.dtype == ScalarType.BFloat16
+            && batch.TotalTokens <= Linear.NativeMaxRows)
+            return DecodeMlpBlock(layer, x, batch);
         using var scope = torch.NewDisposeScope();
         var w = Weights.Layers[layer];
         var h = MlpInput(layer, x);
@@ -338,7 +350,7 @@ public sealed class MoeModel : IDisposable
     {
         using var scope = torch.NewDisposeScope();
         var sel = rows is null ? x : x.index_select(0, torch.tensor(rows.Select(r => (long)r).ToArray()));
-        var n = RmsNorm(sel, Weights.FinalNorm);
+        var n = sel.shape[0] <= Linear.NativeMaxRows ? NativeRmsNorm(sel, Weights.FinalNorm) : RmsNorm(sel, Weights.FinalNorm);
         return scope.MoveToOuter(Weights.LmHead.Forward(n));
     }
 
@@ -346,6 +358,16 @@ public sealed class MoeModel : IDisposable
     public static void Commit(BatchLayout batch)
     {
         foreach (var s in batch.Segments) s.Cache.Advance(s.Cache.Length + s.Tokens.Count);
+    }
+
+    private unsafe Tensor NativeRmsNorm(Tensor x, Tensor weight)
+    {
+        var xc = x.contiguous();
+        int rows = (int)xc.shape[0], width = (int)xc.shape[1];
+        var y = torch.empty(rows, width, ScalarType.Float32);
+        NativeOps.RmsNorm((float*)TorchInterop.DataPointer(xc), width, (float*)TorchInterop.DataPointer(weight),
+            (float*)TorchInterop.DataPointer(y), width, rows, width, Config.RmsNormEps);
+        return y;
     }
 
     private Tensor RmsNorm(Tensor x, Tensor weight)

@@ -13,6 +13,8 @@ public sealed class RotaryEmbedding : IDisposable
     private readonly double _theta;
     private Tensor _cos;
     private Tensor _sin;
+    private float[] _cosTable = [];
+    private float[] _sinTable = [];
     private int _capacity;
     private readonly Lock _growLock = new();
 
@@ -38,12 +40,29 @@ public sealed class RotaryEmbedding : IDisposable
                 sin[p * _half + i] = (float)Math.Sin(a);
             }
         }
+        _cosTable = cos;
+        _sinTable = sin;
         return (torch.tensor(cos, [positions, _half]).DetachFromDisposeScope(),
                 torch.tensor(sin, [positions, _half]).DetachFromDisposeScope());
     }
 
+    /// <summary>The managed cos/sin tables [positions, headDim/2] covering at least <paramref name="maxPosition"/>.</summary>
+    public (float[] Cos, float[] Sin) Tables(int maxPosition)
+    {
+        EnsureCapacity(maxPosition);
+        lock (_growLock) return (_cosTable, _sinTable);
+    }
+
+    public int HalfDim => _half;
+
     /// <summary>cos and sin rows for the given positions, shaped [T, 1, headDim/2] to broadcast over heads.</summary>
     public (Tensor Cos, Tensor Sin) For(Tensor positions, int maxPosition)
+    {
+        EnsureCapacity(maxPosition);
+        return (_cos.index_select(0, positions).unsqueeze(1), _sin.index_select(0, positions).unsqueeze(1));
+    }
+
+    private void EnsureCapacity(int maxPosition)
     {
         if (maxPosition >= _capacity)
         {
@@ -60,7 +79,6 @@ public sealed class RotaryEmbedding : IDisposable
                 }
             }
         }
-        return (_cos.index_select(0, positions).unsqueeze(1), _sin.index_select(0, positions).unsqueeze(1));
     }
 
     /// <summary>x [T, heads, headDim] rotated by position; returns a new tensor.</summary>

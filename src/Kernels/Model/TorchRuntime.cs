@@ -10,10 +10,27 @@ public static class TorchRuntime
     private static int _initialized;
     private static readonly Lazy<bool> Bf16Fast = new(ProbeBf16Matmul);
 
+    private static int _threads;
+
     public static void Initialize(int? threads = null)
     {
         if (Interlocked.Exchange(ref _initialized, 1) == 1) return;
-        torch.set_num_threads(threads ?? Environment.ProcessorCount);
+        _threads = threads ?? Environment.ProcessorCount;
+        torch.set_num_threads(_threads);
+    }
+
+    /// <summary>
+    /// Decode-sized work runs its heavy kernels on the native worker pool; torch's own ops are then tiny, and its
+    /// OpenMP threads, spinning after each op, would steal the cores the pool needs. So torch gets one thread for
+    /// small batches and all cores for prefill-sized ones.
+    /// </summary>
+    public static void UseThreadsFor(int rows)
+    {
+        Initialize();
+        int want = rows <= Linear.NativeMaxRows ? 1 : Environment.ProcessorCount;
+        if (want == Volatile.Read(ref _threads)) return;
+        _threads = want;
+        torch.set_num_threads(want);
     }
 
     /// <summary>

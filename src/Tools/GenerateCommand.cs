@@ -6,6 +6,15 @@ namespace MoeServer.Tools;
 
 internal static class GenerateCommand
 {
+    private static string OptionName(string field) => field switch
+    {
+        "TopP" => "top-p",
+        "TopK" => "top-k",
+        "MinP" => "min-p",
+        "MaxTokens" => "max-tokens",
+        _ => field.ToLowerInvariant(),
+    };
+
     public static int Run(string[] args)
     {
         var cl = new CommandLine(args, new HashSet<string> { "chat" });
@@ -25,7 +34,8 @@ internal static class GenerateCommand
         var precision = ModelLocator.ParsePrecision(cl.String("precision"));
         cl.RejectUnknown();
         var errors = sampling.GetValidationErrors();
-        if (errors.Count > 0) throw new UsageException(string.Join("; ", errors));
+        if (errors.Count > 0)
+            throw new UsageException(string.Join("; ", errors.Select(e => $"--{OptionName(e.Field)}: {e.Message}")));
 
         var tokenizer = HfTokenizer.Load(dir);
         string text = prompt;

@@ -90,7 +90,16 @@ MoeModel.UseNativeDecodeAttention = true;
 Linear.NativeMaxRows = savedMaxRows;
 
 WriteReport(outFile, limits, loadGBps, rows, cfg, activeParamsPerToken, quick);
-Console.WriteLine($"wrote {outFile}");
+string jsonFile = Path.ChangeExtension(outFile, ".json");
+File.WriteAllText(jsonFile, System.Text.Json.JsonSerializer.Serialize(new
+{
+    date = DateTime.UtcNow,
+    quick,
+    machine = limits,
+    loadGBps,
+    rows,
+}, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+Console.WriteLine($"wrote {outFile} and {jsonFile}");
 return 0;
 
 Row Decode(int batch, string label)

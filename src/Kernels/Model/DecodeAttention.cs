@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using MoeServer.Kernels.Native;
 
@@ -31,6 +32,7 @@ internal static unsafe class DecodeAttention
         public float Scale;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(Span<Job> jobs, int kvHeads, int group, int headDim)
     {
         fixed (Job* pj = jobs)
@@ -40,6 +42,7 @@ internal static unsafe class DecodeAttention
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Task(int index, nint context)
     {
         var c = (Context*)context;
@@ -58,7 +61,7 @@ internal static unsafe class DecodeAttention
                 float max = float.NegativeInfinity;
                 for (int j = 0; j < n; j++)
                 {
-                    float s = Dot(q, kBase + (long)j * hd, hd) * c->Scale;
+                    float s = NativeOps.Dot(q, kBase + (long)j * hd, hd) * c->Scale;
                     scores[j] = s;
                     if (s > max) max = s;
                 }
@@ -81,27 +84,8 @@ internal static unsafe class DecodeAttention
         }
     }
 
-    private static float Dot(float* a, float* b, int n)
-    {
-        int i = 0;
-        float s = 0;
-        if (Vector512.IsHardwareAccelerated && n >= 16)
-        {
-            var acc = Vector512<float>.Zero;
-            for (; i + 16 <= n; i += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), acc);
-            s = Vector512.Sum(acc);
-        }
-        else if (Vector256.IsHardwareAccelerated && n >= 8)
-        {
-            var acc = Vector256<float>.Zero;
-            for (; i + 8 <= n; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc);
-            s = Vector256.Sum(acc);
-        }
-        for (; i < n; i++) s += a[i] * b[i];
-        return s;
-    }
-
     /// <summary>y += a * x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Axpy(float a, float* x, float* y, int n)
     {
         int i = 0;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics;
 
 namespace MoeServer.Kernels.Model;
@@ -10,6 +11,7 @@ internal static unsafe class NativeOps
 {
     /// <summary>y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, for rows of <paramref name="width"/> at the given strides
     /// (y may alias x).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RmsNorm(float* x, int xStride, float* w, float* y, int yStride, int rows, int width, double eps)
     {
         for (int r = 0; r < rows; r++)
@@ -42,6 +44,7 @@ internal static unsafe class NativeOps
     }
 
     /// <summary>RoPE (half rotation) in place on <paramref name="heads"/> consecutive heads of one row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rope(float* x, int heads, int headDim, float* cos, float* sin)
     {
         int half = headDim / 2;
@@ -57,12 +60,14 @@ internal static unsafe class NativeOps
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Clamp(float* x, int n, float limit)
     {
         for (int i = 0; i < n; i++) x[i] = Math.Clamp(x[i], -limit, limit);
     }
 
     /// <summary>y = a + b elementwise (y may alias a or b).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Add(float* a, float* b, float* y, long n)
     {
         long i = 0;
@@ -72,11 +77,13 @@ internal static unsafe class NativeOps
         for (; i < n; i++) y[i] = a[i] + b[i];
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Scale(float* x, int n, float s)
     {
         for (int i = 0; i < n; i++) x[i] *= s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Dot(float* a, float* b, int n)
     {
         int i = 0;

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using MoeServer.Bench.Common;
 using MoeServer.Kernels.Checkpoints;
 using MoeServer.Kernels.Config;
 using MoeServer.Kernels.Model;
@@ -99,7 +100,18 @@ File.WriteAllText(jsonFile, System.Text.Json.JsonSerializer.Serialize(new
     loadGBps,
     rows,
 }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
-Console.WriteLine($"wrote {outFile} and {jsonFile}");
+// Pictures: decode throughput against its roofline by batch size, and every workload's fraction of its limit.
+var decodeRows = rows.Where(r => r.Batch > 0 && !r.Name.Contains("torch")).ToList();
+string decodePng = Path.ChangeExtension(outFile, null) + "-decode.png";
+BenchPlot.Lines(decodePng, "Decode throughput vs batch (bench preset, bf16)", "sequences in the batch", "tokens/s",
+[
+    ("measured", decodeRows.Select(r => (double)r.Batch).ToArray(), decodeRows.Select(r => r.TokensPerSecond).ToArray()),
+    ("roofline", decodeRows.Select(r => (double)r.Batch).ToArray(), decodeRows.Select(r => r.TokensPerSecond / r.Fraction).ToArray()),
+], logX: true);
+string fractionPng = Path.ChangeExtension(outFile, null) + "-fraction.png";
+BenchPlot.Bars(fractionPng, "Fraction of the machine's limit", "fraction of roofline / matmul peak",
+    rows.Select(r => (r.Name, r.Fraction)).ToList(), referenceLine: 0.6, referenceLabel: "decode target 60%");
+Console.WriteLine($"wrote {outFile}, {jsonFile}, {decodePng}, {fractionPng}");
 return 0;
 
 Row Decode(int batch, string label)
@@ -196,6 +208,10 @@ static void WriteReport(string path, MachineLimits m, double loadGBps, List<Row>
                   "touched = attention + LM head + the distinct experts the step's routing used (counted per layer). " +
                   "Prefill fraction = achieved FLOP/s / matmul peak (the faster of torch's bf16 and fp32 matmuls on this machine). Reference (DESIGN.md): llama.cpp on this shape and machine " +
                   "decodes ~81 tokens/s at batch 1 (73% of roofline) and prefills ~405 tokens/s.");
+    string stem = Path.GetFileNameWithoutExtension(path);
+    sb.AppendLine();
+    sb.AppendLine($"![decode throughput vs batch]({stem}-decode.png)");
+    sb.AppendLine($"![fraction of limits]({stem}-fraction.png)");
     File.WriteAllText(path, sb.ToString());
 }
 

@@ -206,7 +206,7 @@ static void WriteReport(string path, MachineLimits m, double loadGBps, List<Row>
     sb.AppendLine();
     sb.AppendLine("Decode roofline per step = max(weight bytes touched / read bandwidth, FLOPs / matmul peak); weight bytes " +
                   "touched = attention + LM head + the distinct experts the step's routing used (counted per layer). " +
-                  "Prefill fraction = achieved FLOP/s / matmul peak (the faster of torch's bf16 and fp32 matmuls on this machine). Reference (DESIGN.md): llama.cpp on this shape and machine " +
+                  "Prefill fraction = achieved FLOP/s / matmul peak (the faster of torch's bf16 and fp32 matmuls on this machine). Reference (DESIGN.md, measured on the project's AVX-512 Zen 5 machines, not necessarily this one): llama.cpp on this shape " +
                   "decodes ~81 tokens/s at batch 1 (73% of roofline) and prefills ~405 tokens/s.");
     string stem = Path.GetFileNameWithoutExtension(path);
     sb.AppendLine();

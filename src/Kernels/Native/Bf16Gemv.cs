@@ -27,32 +27,38 @@ public enum GemvPath
 /// Built for decode (M = 1..32), where the cost is streaming W from memory once.
 /// </summary>
 /// <remarks>
-/// <para>Rows of W are split across a <see cref="WorkerPool"/>. Each task walks 4 rows at a time and, for
-/// those rows, every column block of x (4 columns with Vector512, 2 with Vector256, then 1), so each weight
-/// byte comes from DRAM once per call whatever M is; re-reads for later column blocks hit L1/L2.</para>
-/// <para>bf16→fp32 is a 16-bit shift. The kernel loads bf16 pairs as 32-bit lanes and takes the odd element
-/// with an AND and the even one with a shift (see <see cref="IVecOps{TV}"/>); x is split into even/odd
-/// halves once per call to match. K need not be a multiple of anything: the tail runs scalar.</para>
+/// <para>Rows of W are split across a <see cref="WorkerPool"/>. bf16→fp32 is a 16-bit shift: the kernels load
+/// bf16 pairs as 32-bit lanes and take the odd element with an AND and the even one with a shift (see
+/// <see cref="IVecOps{TV}"/>); x is split into even/odd halves once per call to match. K need not be a multiple
+/// of anything: the tail runs scalar.</para>
+/// <para>M ≤ 2 (and small x at M ≤ 4) runs single-row kernels: one sequential weight stream per thread with
+/// software prefetch, bandwidth-bound. Larger batches run a register-blocked kernel (<see cref="Tiled"/>): a
+/// 2-row × 4-column tile of vector accumulators over a K block, so each weight load feeds 8 FMAs and each x load
+/// 2, with horizontal sums only at the end of K. Columns go in groups of up to 8 and K in blocks such that the x
+/// slice of a group (≤ 16 KiB) stays in L1 while a block of rows streams past it; the rows' weights come from
+/// DRAM once per call (software-prefetched two row pairs ahead) and from L1/L2 for the other column panels and
+/// groups.</para>
 /// <para>.NET 10 does not expose AVX512-BF16 (<c>vdpbf16ps</c>): there is no <c>Avx512Bf16</c> class and
-/// <see cref="Avx10v2"/> has no bf16 dot product, so the bf16 ISA cannot be used from C#. At small M the
-/// kernel is memory-bound and the shift/AND conversion costs nothing measurable anyway.</para>
+/// <see cref="Avx10v2"/> has no bf16 dot product, so the bf16 ISA cannot be used from C#.</para>
 /// </remarks>
 public static unsafe class Bf16Gemv
 {
     private const int FlagAccumulate = 1;
     private const int FlagSilu = 2;
 
-    // Block epilogues: y = alpha·s, y += alpha·s, y = silu(y)·s (y holds the gate), y = silu(s_gate)·s_up.
+    // Single-row epilogues: y = alpha·s, y += alpha·s, y = silu(y)·s (y holds the gate).
     private const int EpStore = 0;
     private const int EpAccumulate = 1;
     private const int EpSiluCombine = 2;
-    private const int EpSiluPair = 3;
 
     /// <summary>Below this many weights (N·K) a call runs on the calling thread alone.</summary>
     internal const long SerialThreshold = 32 * 1024;
 
     [ThreadStatic]
     private static float[]? t_split;
+
+    [ThreadStatic]
+    private static float[]? t_tileScratch;
 
     /// <summary>Test hook: force an inner loop for calls made on this thread (<see cref="GemvPath.Auto"/> = choose by hardware).</summary>
     [ThreadStatic]
@@ -77,6 +83,24 @@ public static unsafe class Bf16Gemv
 
     /// <summary>Tasks per worker the rows are cut into (dynamic claiming balances the rest).</summary>
     internal static int ChunksPerWorker { get; set; } = 2;
+
+    /// <summary>Most columns of x per group in the tiled kernel (the weights of a row block are re-read from cache once per group).</summary>
+    internal static int TileGroupColumns { get; set; } = 8;
+
+    /// <summary>Bytes of x (one column group × one K block, even and odd halves) the tiled kernel keeps hot in L1.</summary>
+    internal static int TileXSliceBytes { get; set; } = 16 * 1024;
+
+    /// <summary>Rows per block in the tiled kernel: the block's K slice is swept once per column group.</summary>
+    internal static int TileBlockRows { get; set; } = 32;
+
+    /// <summary>How many row pairs ahead the tiled kernel prefetches weights (0 = off).</summary>
+    internal static int TilePrefetchPairs { get; set; } = 2;
+
+    /// <summary>
+    /// Floats of padding between the split columns of x: a stride that is a multiple of 4 KiB (K = 1024, 2048)
+    /// maps every column to the same L1 sets, and the 8-way L1 then thrashes (-15% at K = 1024, M = 8).
+    /// </summary>
+    private const int XPadFloats = 48;
 
     /// <summary>The inner loop chosen on this machine.</summary>
     public static GemvPath HardwarePath =>
@@ -201,11 +225,12 @@ public static unsafe class Bf16Gemv
         // Vector part of K: whole steps of 2·lanes bf16; the rest runs scalar.
         int half = lanes == 0 ? 0 : k / (2 * lanes) * lanes;
         int kv = 2 * half;
+        int xStride = kv + XPadFloats;
         float* split = null;
         float[]? splitArray = null;
         if (half > 0)
         {
-            long need = (long)m * kv;
+            long need = ((long)m * xStride) + 16;
             splitArray = t_split;
             if (splitArray is null || splitArray.Length < need)
             {
@@ -213,20 +238,21 @@ public static unsafe class Bf16Gemv
                 t_split = splitArray;
             }
 
-            split = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(splitArray));
+            // 64-byte aligned, so every vector load of x is aligned too (the stride is a multiple of 16 floats).
+            split = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(splitArray)) + 63) & ~(nint)63);
             for (int c = 0; c < m; c++)
             {
-                SplitEvenOdd(x + ((long)c * k), split + ((long)c * kv), half);
+                SplitEvenOdd(x + ((long)c * k), split + ((long)c * xStride), half);
             }
         }
 
-        int group = (flags & FlagSilu) != 0 ? 2 : 4;
         var job = new Job
         {
             W0 = w0,
             W1 = w1,
             X = x,
             Split = split,
+            XStride = xStride,
             Y = y,
             Rows = rows,
             K = k,
@@ -237,13 +263,28 @@ public static unsafe class Bf16Gemv
             Path = (int)path,
         };
 
+        long xBytes = (long)m * kv * sizeof(float);
+        job.Tiled = half > 0 && !(m <= 2 || (m <= SingleRowMaxBatch && xBytes <= SingleRowMaxXBytes));
+        if (job.Tiled)
+        {
+            // Balanced column groups of at most TileGroupColumns, then K blocks that keep the group's x slice
+            // within TileXSliceBytes, balanced and a whole number of vectors.
+            int groups = (m + TileGroupColumns - 1) / TileGroupColumns;
+            job.GroupColumns = (m + groups - 1) / groups;
+            int maxBlock = Math.Max(lanes, TileXSliceBytes / (2 * sizeof(float) * job.GroupColumns) / lanes * lanes);
+            int blocks = (half + maxBlock - 1) / maxBlock;
+            job.KBlock = ((half + blocks - 1) / blocks + lanes - 1) / lanes * lanes;
+        }
+
+        // Chunks are whole row groups: 4 rows (2 for the fused gate/up, whose chunks cover both matrices).
+        int group = (flags & FlagSilu) != 0 ? 2 : 4;
         pool ??= WorkerPool.Shared;
         long weights = (long)rows * k * (w1 == null ? 1 : 2);
-        int groups = (rows + group - 1) / group;
-        int tasks = weights <= SerialThreshold ? 1 : Math.Min(groups, pool.WorkerCount * ChunksPerWorker);
-        int groupsPerTask = (groups + tasks - 1) / tasks;
+        int rowGroups = (rows + group - 1) / group;
+        int tasks = weights <= SerialThreshold ? 1 : Math.Min(rowGroups, pool.WorkerCount * ChunksPerWorker);
+        int groupsPerTask = (rowGroups + tasks - 1) / tasks;
         job.ChunkRows = groupsPerTask * group;
-        tasks = (groups + groupsPerTask - 1) / groupsPerTask;
+        tasks = (rowGroups + groupsPerTask - 1) / groupsPerTask;
         if (tasks == 1)
         {
             RunChunk(0, (nint)(&job));
@@ -303,112 +344,73 @@ public static unsafe class Bf16Gemv
         where TOps : struct, IVecOps<TV>
         where TV : struct
     {
-        int m = job.M;
-        long xBytes = (long)m * 2 * job.Half * sizeof(float);
-
-        // Single-row kernels re-read x for every row, so they pay off while x for the batch sits in L1.
-        bool singleRow = m <= 2 || (m <= SingleRowMaxBatch && xBytes <= SingleRowMaxXBytes);
-        if ((job.Flags & FlagSilu) == 0)
+        if (job.Tiled)
         {
-            Block<TOps, TV>(ref job, job.W0, null, r0, r1, singleRow, (job.Flags & FlagAccumulate) != 0 ? EpAccumulate : EpStore);
+            Tiled<TOps, TV>(ref job, r0, r1);
         }
-        else if (singleRow)
+        else if ((job.Flags & FlagSilu) == 0)
         {
-            // Two sweeps over the chunk, each one contiguous stream: gate rows into h, then up rows, combining
-            // in place. Interleaving 2 gate and 2 up rows instead costs ~10% of bandwidth at M=1.
-            Block<TOps, TV>(ref job, job.W0, null, r0, r1, true, EpStore);
-            Block<TOps, TV>(ref job, job.W1, null, r0, r1, true, EpSiluCombine);
+            Block<TOps, TV>(ref job, job.W0, r0, r1, (job.Flags & FlagAccumulate) != 0 ? EpAccumulate : EpStore);
         }
         else
         {
-            Block<TOps, TV>(ref job, job.W0, job.W1, r0, r1, false, EpSiluPair);
+            // Two sweeps over the chunk, each one contiguous stream: gate rows into h, then up rows, combining
+            // in place. Interleaving 2 gate and 2 up rows instead costs ~10% of bandwidth at M=1.
+            Block<TOps, TV>(ref job, job.W0, r0, r1, EpStore);
+            Block<TOps, TV>(ref job, job.W1, r0, r1, EpSiluCombine);
         }
     }
 
     /// <summary>
-    /// Rows [r0, r1) of one product, 4 rows at a time (2 gate + 2 up rows for <see cref="EpSiluPair"/>), every
-    /// column of x for each row block, then the epilogue <paramref name="ep"/>.
+    /// Rows [r0, r1) of one product with the single-row kernels (small batch, or the scalar path with Half = 0):
+    /// 4 rows at a time, each row against every column of x (4, 2, then 1 at a time), then the epilogue
+    /// <paramref name="ep"/>.
     /// </summary>
-    private static void Block<TOps, TV>(ref Job job, ushort* wA, ushort* wB, int r0, int r1, bool singleRow, int ep)
+    private static void Block<TOps, TV>(ref Job job, ushort* wA, int r0, int r1, int ep)
         where TOps : struct, IVecOps<TV>
         where TV : struct
     {
         float* s = stackalloc float[16];
-        ushort** p = stackalloc ushort*[4];
         int k = job.K;
         int m = job.M;
         int half = job.Half;
+        int xStride = job.XStride;
         int kv = 2 * half;
-        bool pair = ep == EpSiluPair;
-        int group = pair ? 2 : 4;
-        for (int r = r0; r < r1; r += group)
+        for (int r = r0; r < r1; r += 4)
         {
-            int valid = Math.Min(group, r1 - r);
-            if (pair)
-            {
-                ushort* g = wA + ((long)r * k);
-                ushort* u = wB + ((long)r * k);
-                p[0] = g;
-                p[1] = valid > 1 ? g + k : g;
-                p[2] = u;
-                p[3] = valid > 1 ? u + k : u;
-            }
-            else
-            {
-                ushort* w = wA + ((long)r * k);
-                p[0] = w;
-                p[1] = valid > 1 ? w + k : w;
-                p[2] = valid > 2 ? w + (2 * k) : w;
-                p[3] = valid > 3 ? w + (3 * k) : w;
-            }
-
+            int valid = Math.Min(4, r1 - r);
+            ushort* w = wA + ((long)r * k);
             for (int c = 0; c < m;)
             {
-                float* xs = job.Split + ((long)c * kv);
+                float* xs = job.Split + ((long)c * xStride);
                 int mb;
                 if (half == 0)
                 {
                     mb = 1;
                     s[0] = s[1] = s[2] = s[3] = 0f;
                 }
-                else if (singleRow || m - c < 2)
+                else
                 {
-                    // Small batch: one row at a time, so each thread reads one sequential stream. Measured on
-                    // Zen 3: 4 interleaved row streams reach ~60% of read bandwidth at K=1024 (the prefetcher
-                    // re-trains at every 4-row block), one stream + software prefetch ~90%.
+                    // One row at a time, so each thread reads one sequential stream. Measured on Zen 3: 4
+                    // interleaved row streams reach ~60% of read bandwidth at K=1024 (the prefetcher re-trains at
+                    // every 4-row block), one stream + software prefetch ~90%.
                     mb = m - c >= 4 ? 4 : m - c >= 2 ? 2 : 1;
-                    for (int t = 0; t < 4; t++)
+                    for (int t = 0; t < valid; t++)
                     {
-                        // Pair blocks are (g_i, g_i+1, u_i, u_i+1): with one valid row, slots 1 and 3 are unused.
-                        bool live = pair ? (t & 1) < valid : t < valid;
-                        if (!live)
-                        {
-                            continue;
-                        }
-
+                        ushort* wr = w + ((long)t * k);
                         if (mb == 4)
                         {
-                            Dot1x4<TOps, TV>(p[t], xs, kv, half, s + t);
+                            Dot1x4<TOps, TV>(wr, xs, xStride, half, s + t);
                         }
                         else if (mb == 2)
                         {
-                            Dot1x2<TOps, TV>(p[t], xs, kv, half, s + t);
+                            Dot1x2<TOps, TV>(wr, xs, xStride, half, s + t);
                         }
                         else
                         {
-                            s[t] = Dot1x1<TOps, TV>(p[t], xs, half);
+                            s[t] = Dot1x1<TOps, TV>(wr, xs, half);
                         }
                     }
-                }
-                else if (TOps.Count == 16 && m - c >= 4)
-                {
-                    mb = 4;
-                    Dot4x4<TOps, TV>(p[0], p[1], p[2], p[3], xs, kv, half, s);
-                }
-                else
-                {
-                    mb = 2;
-                    Dot4x2<TOps, TV>(p[0], p[1], p[2], p[3], xs, kv, half, s);
                 }
 
                 for (int cc = 0; cc < mb; cc++)
@@ -417,9 +419,9 @@ public static unsafe class Bf16Gemv
                     float* sc = s + (4 * cc);
                     if (kv < k)
                     {
-                        for (int t = 0; t < 4; t++)
+                        for (int t = 0; t < valid; t++)
                         {
-                            sc[t] += TailDot(p[t] + kv, xRow + kv, k - kv);
+                            sc[t] += TailDot(w + ((long)t * k) + kv, xRow + kv, k - kv);
                         }
                     }
 
@@ -440,17 +442,10 @@ public static unsafe class Bf16Gemv
                             }
 
                             break;
-                        case EpSiluCombine:
-                            for (int t = 0; t < valid; t++)
-                            {
-                                yRow[t] = Silu(yRow[t]) * sc[t];
-                            }
-
-                            break;
                         default:
                             for (int t = 0; t < valid; t++)
                             {
-                                yRow[t] = Silu(sc[t]) * sc[2 + t];
+                                yRow[t] = Silu(yRow[t]) * sc[t];
                             }
 
                             break;
@@ -458,6 +453,386 @@ public static unsafe class Bf16Gemv
                 }
 
                 c += mb;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Rows [r0, r1) with the register-blocked kernel. Loop nest: row blocks of <see cref="TileBlockRows"/>
+    /// (for the fused gate/up, the block's gate rows then its up rows) → column groups → K blocks → row pairs →
+    /// column panels of ≤ 4, each a <see cref="Tile{TOps, TV, TC, TP}"/> call. Partial accumulators live in a
+    /// per-thread scratch between K blocks; the last K block reduces them into a staging tile [column][row],
+    /// which the epilogue turns into y.
+    /// </summary>
+    private static void Tiled<TOps, TV>(ref Job job, int r0, int r1)
+        where TOps : struct, IVecOps<TV>
+        where TV : struct
+    {
+        int n = TOps.Count;
+        int k = job.K;
+        int m = job.M;
+        int half = job.Half;
+        int kv = 2 * half;
+        int xStride = job.XStride;
+        int sets = (job.Flags & FlagSilu) != 0 ? 2 : 1;
+        int blockRows = Math.Max(2, TileBlockRows & ~1);
+        int groupCols = job.GroupColumns;
+        int maxPanels = (groupCols + 3) / 4;
+        int kBlock = job.KBlock;
+        int prefetchPairs = TilePrefetchPairs;
+
+        // Scratch: accumulators (8 vectors per pair and panel) and the staging tile, per thread.
+        int blockPairs = blockRows / 2 * sets;
+        int stageStride = blockRows * sets;
+        long accFloats = (long)blockPairs * maxPanels * 8 * n;
+        long need = accFloats + ((long)groupCols * stageStride) + 16;
+        float[]? scratchArray = t_tileScratch;
+        if (scratchArray is null || scratchArray.Length < need)
+        {
+            scratchArray = GC.AllocateUninitializedArray<float>((int)need, pinned: true);
+            t_tileScratch = scratchArray;
+        }
+
+        float* accBase = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(scratchArray)) + 63) & ~(nint)63);
+        float* stage = accBase + accFloats;
+        float* sums = stackalloc float[8];
+        int* panelCols = stackalloc int[4];
+
+        for (int rb = r0; rb < r1; rb += blockRows)
+        {
+            int rows = Math.Min(blockRows, r1 - rb);
+            int pairs = (rows + 1) / 2;
+            int totalPairs = pairs * sets;
+            for (int g0 = 0; g0 < m; g0 += groupCols)
+            {
+                int gc = Math.Min(groupCols, m - g0);
+                int panels = (gc + 3) / 4;
+                for (int p = 0; p < panels; p++)
+                {
+                    panelCols[p] = (gc / panels) + (p < gc % panels ? 1 : 0);
+                }
+
+                for (int j0 = 0; j0 < half; j0 += kBlock)
+                {
+                    int j1 = Math.Min(half, j0 + kBlock);
+                    int mode = (j0 == 0 ? TileFirst : 0) | (j1 == half ? TileLast : 0);
+                    for (int q = 0; q < totalPairs; q++)
+                    {
+                        int set = q / pairs;
+                        int row = rb + (2 * (q - (set * pairs)));
+                        ushort* w = (set == 0 ? job.W0 : job.W1) + ((long)row * k) + (2 * j0);
+                        nint dw = row + 1 < rb + rows ? k : 0;
+
+                        // Prefetch the pair that comes prefetchPairs later in this traversal: same K block, else
+                        // the next K block of this row block, the next column group, or the next row block.
+                        ushort* pf = null;
+                        if (prefetchPairs > 0)
+                        {
+                            int q2 = q + prefetchPairs;
+                            if (q2 < totalPairs)
+                            {
+                                pf = PairPointer(ref job, rb, pairs, q2, j0);
+                            }
+                            else if (j1 < half)
+                            {
+                                pf = PairPointer(ref job, rb, pairs, q2 - totalPairs, j1);
+                            }
+                            else if (g0 + groupCols < m)
+                            {
+                                pf = PairPointer(ref job, rb, pairs, q2 - totalPairs, 0);
+                            }
+                            else if (rb + blockRows < r1)
+                            {
+                                int nextPairs = (Math.Min(blockRows, r1 - rb - blockRows) + 1) / 2;
+                                pf = PairPointer(ref job, rb + blockRows, nextPairs, Math.Min(q2 - totalPairs, (nextPairs * sets) - 1), 0);
+                            }
+                        }
+
+                        float* acc = accBase + ((long)q * maxPanels * 8 * n);
+                        int c = g0;
+                        for (int p = 0; p < panels; p++)
+                        {
+                            // With two or more panels, panel 0 prefetches the target's first row and panel 1 its
+                            // second, spreading the DRAM requests over the pair's work.
+                            ushort* ppf = pf == null ? null : panels == 1 ? (p == 0 ? pf : null) : p < 2 ? pf + (p * (long)k) : null;
+                            bool single = panels > 1;
+                            float* xs = job.Split + ((long)c * xStride) + j0;
+                            switch (panelCols[p])
+                            {
+                                case 4:
+                                    TileCall<TOps, TV, Cols4>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
+                                    break;
+                                case 3:
+                                    TileCall<TOps, TV, Cols3>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
+                                    break;
+                                case 2:
+                                    TileCall<TOps, TV, Cols2>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
+                                    break;
+                                default:
+                                    TileCall<TOps, TV, Cols1>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
+                                    break;
+                            }
+
+                            if ((mode & TileLast) != 0)
+                            {
+                                // sums = [row0: cols 0..3 | row1: cols 0..3] → stage[column][set·blockRows + row].
+                                int local = (set * blockRows) + (row - rb);
+                                for (int cc = 0; cc < panelCols[p]; cc++)
+                                {
+                                    float* st = stage + ((long)(c - g0 + cc) * stageStride) + local;
+                                    st[0] = sums[cc];
+                                    if (dw != 0)
+                                    {
+                                        st[1] = sums[4 + cc];
+                                    }
+                                }
+                            }
+
+                            acc += 8 * n;
+                            c += panelCols[p];
+                        }
+                    }
+                }
+
+                TiledEpilogue(ref job, stage, stageStride, blockRows, rb, rows, g0, gc, kv);
+            }
+        }
+    }
+
+    /// <summary>Weights of pair <paramref name="q"/> (gate pairs, then up pairs) of the row block at <paramref name="rb"/>, from half-offset <paramref name="j"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ushort* PairPointer(ref Job job, int rb, int pairs, int q, int j)
+    {
+        int set = q >= pairs ? 1 : 0;
+        int row = rb + (2 * (q - (set * pairs)));
+        return (set == 0 ? job.W0 : job.W1) + ((long)row * job.K) + (2 * j);
+    }
+
+    /// <summary>K tail (scalar) and the epilogue for one row block × column group: stage → y.</summary>
+    private static void TiledEpilogue(ref Job job, float* stage, int stageStride, int blockRows, int rb, int rows, int g0, int gc, int kv)
+    {
+        int k = job.K;
+        bool silu = (job.Flags & FlagSilu) != 0;
+        int sets = silu ? 2 : 1;
+        for (int cc = 0; cc < gc; cc++)
+        {
+            float* st = stage + ((long)cc * stageStride);
+            if (kv < k)
+            {
+                float* xRow = job.X + ((long)(g0 + cc) * k) + kv;
+                for (int set = 0; set < sets; set++)
+                {
+                    ushort* w = (set == 0 ? job.W0 : job.W1) + ((long)rb * k) + kv;
+                    for (int t = 0; t < rows; t++)
+                    {
+                        st[(set * blockRows) + t] += TailDot(w + ((long)t * k), xRow, k - kv);
+                    }
+                }
+            }
+
+            float* yRow = job.Y + ((long)(g0 + cc) * job.Rows) + rb;
+            int t0 = 0;
+            if (silu)
+            {
+                float* up = st + blockRows;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    for (; t0 + 8 <= rows; t0 += 8)
+                    {
+                        Vector256<float> g = Vector256.Load(st + t0);
+                        Vector256<float> silu8 = g / (Vector256<float>.One + Vector256.Exp(-g));
+                        Vector256.Store(silu8 * Vector256.Load(up + t0), yRow + t0);
+                    }
+                }
+
+                for (; t0 < rows; t0++)
+                {
+                    yRow[t0] = Silu(st[t0]) * up[t0];
+                }
+            }
+            else
+            {
+                float alpha = job.Alpha;
+                bool accumulate = (job.Flags & FlagAccumulate) != 0;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    Vector256<float> a = Vector256.Create(alpha);
+                    for (; t0 + 8 <= rows; t0 += 8)
+                    {
+                        Vector256<float> v = a * Vector256.Load(st + t0);
+                        Vector256.Store(accumulate ? v + Vector256.Load(yRow + t0) : v, yRow + t0);
+                    }
+                }
+
+                for (; t0 < rows; t0++)
+                {
+                    yRow[t0] = accumulate ? yRow[t0] + (alpha * st[t0]) : alpha * st[t0];
+                }
+            }
+        }
+    }
+
+    private const int TileFirst = 1;
+    private const int TileLast = 2;
+
+    /// <summary>Picks the prefetch variant of <see cref="Tile{TOps, TV, TC, TP}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TileCall<TOps, TV, TC>(ushort* w, nint dw, float* xs, int len, int half, int xStride, float* acc, int mode, ushort* pf, bool single, float* sums)
+        where TOps : struct, IVecOps<TV>
+        where TV : struct
+        where TC : struct, IConstInt
+    {
+        if (pf == null)
+        {
+            Tile<TOps, TV, TC, Const0>(w, dw, xs, len, half, xStride, acc, mode, pf, sums);
+        }
+        else if (single)
+        {
+            Tile<TOps, TV, TC, Const1>(w, dw, xs, len, half, xStride, acc, mode, pf, sums);
+        }
+        else
+        {
+            Tile<TOps, TV, TC, Const2>(w, dw, xs, len, half, xStride, acc, mode, pf, sums);
+        }
+    }
+
+    /// <summary>
+    /// The micro-kernel: rows w and w + dw (dw = 0 repeats the row) × TC ≤ 4 columns of split x, over
+    /// <paramref name="len"/> half-steps starting at <paramref name="xs"/> (even halves; odd halves at +half,
+    /// columns at +xStride). 8 vector accumulators: each weight load is converted once and feeds 2·TC FMAs, each
+    /// x load feeds 2. <see cref="TileFirst"/> starts from zero (else from acc), <see cref="TileLast"/> writes the
+    /// horizontal sums to sums[row·4 + column] (else the accumulators back to acc). TP: prefetch nothing (0), one
+    /// row (1) or two rows (pf and pf + dw) (2).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile<TOps, TV, TC, TP>(ushort* w, nint dw, float* xs, int len, int half, int xStride, float* acc, int mode, ushort* pf, float* sums)
+        where TOps : struct, IVecOps<TV>
+        where TV : struct
+        where TC : struct, IConstInt
+        where TP : struct, IConstInt
+    {
+        int n = TOps.Count;
+        TV a00 = TOps.Zero, a01 = TOps.Zero, a02 = TOps.Zero, a03 = TOps.Zero;
+        TV a10 = TOps.Zero, a11 = TOps.Zero, a12 = TOps.Zero, a13 = TOps.Zero;
+        if ((mode & TileFirst) == 0)
+        {
+            a00 = TOps.Load(acc);
+            a10 = TOps.Load(acc + (4 * n));
+            if (TC.Value > 1)
+            {
+                a01 = TOps.Load(acc + n);
+                a11 = TOps.Load(acc + (5 * n));
+            }
+
+            if (TC.Value > 2)
+            {
+                a02 = TOps.Load(acc + (2 * n));
+                a12 = TOps.Load(acc + (6 * n));
+            }
+
+            if (TC.Value > 3)
+            {
+                a03 = TOps.Load(acc + (3 * n));
+                a13 = TOps.Load(acc + (7 * n));
+            }
+        }
+
+        nint x1 = xStride, x2 = 2 * (nint)xStride, x3 = 3 * (nint)xStride;
+        nint ho = half;
+        nint dpf = (nint)(pf - w);
+        float* end = xs + len;
+        ushort* pw = w;
+        for (float* pe = xs; pe < end; pe += n, pw += 2 * n)
+        {
+            // One 64-byte line per row per 64 bytes of w: every other step with Vector256, every step with Vector512.
+            if (TP.Value != 0 && Sse.IsSupported && ((nint)pe & 63) == 0)
+            {
+                Sse.Prefetch0(pw + dpf);
+                if (TP.Value == 2)
+                {
+                    Sse.Prefetch0(pw + dpf + dw);
+                }
+            }
+
+            TV p0 = TOps.LoadBf16Pairs(pw);
+            TV p1 = TOps.LoadBf16Pairs(pw + dw);
+            TV v0 = TOps.Even(p0), v1 = TOps.Even(p1);
+            TV t = TOps.Load(pe);
+            a00 = TOps.Fma(v0, t, a00);
+            a10 = TOps.Fma(v1, t, a10);
+            if (TC.Value > 1)
+            {
+                t = TOps.Load(pe + x1);
+                a01 = TOps.Fma(v0, t, a01);
+                a11 = TOps.Fma(v1, t, a11);
+            }
+
+            if (TC.Value > 2)
+            {
+                t = TOps.Load(pe + x2);
+                a02 = TOps.Fma(v0, t, a02);
+                a12 = TOps.Fma(v1, t, a12);
+            }
+
+            if (TC.Value > 3)
+            {
+                t = TOps.Load(pe + x3);
+                a03 = TOps.Fma(v0, t, a03);
+                a13 = TOps.Fma(v1, t, a13);
+            }
+
+            v0 = TOps.Odd(p0);
+            v1 = TOps.Odd(p1);
+            float* po = pe + ho;
+            t = TOps.Load(po);
+            a00 = TOps.Fma(v0, t, a00);
+            a10 = TOps.Fma(v1, t, a10);
+            if (TC.Value > 1)
+            {
+                t = TOps.Load(po + x1);
+                a01 = TOps.Fma(v0, t, a01);
+                a11 = TOps.Fma(v1, t, a11);
+            }
+
+            if (TC.Value > 2)
+            {
+                t = TOps.Load(po + x2);
+                a02 = TOps.Fma(v0, t, a02);
+                a12 = TOps.Fma(v1, t, a12);
+            }
+
+            if (TC.Value > 3)
+            {
+                t = TOps.Load(po + x3);
+                a03 = TOps.Fma(v0, t, a03);
+                a13 = TOps.Fma(v1, t, a13);
+            }
+        }
+
+        if ((mode & TileLast) != 0)
+        {
+            TOps.ReduceTile(a00, a01, a02, a03, a10, a11, a12, a13, sums);
+        }
+        else
+        {
+            TOps.Store(acc, a00);
+            TOps.Store(acc + (4 * n), a10);
+            if (TC.Value > 1)
+            {
+                TOps.Store(acc + n, a01);
+                TOps.Store(acc + (5 * n), a11);
+            }
+
+            if (TC.Value > 2)
+            {
+                TOps.Store(acc + (2 * n), a02);
+                TOps.Store(acc + (6 * n), a12);
+            }
+
+            if (TC.Value > 3)
+            {
+                TOps.Store(acc + (3 * n), a03);
+                TOps.Store(acc + (7 * n), a13);
             }
         }
     }
@@ -638,116 +1013,6 @@ public static unsafe class Bf16Gemv
         s[12] = TOps.Sum(TOps.Add(a3, b3));
     }
 
-    /// <summary>4 rows × 2 columns (8 accumulators).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot4x2<TOps, TV>(ushort* w0, ushort* w1, ushort* w2, ushort* w3, float* xe, int xStride, int half, float* s)
-        where TOps : struct, IVecOps<TV>
-        where TV : struct
-    {
-        float* xe0 = xe, xo0 = xe + half, xe1 = xe + xStride, xo1 = xe + xStride + half;
-        TV a00 = TOps.Zero, a01 = TOps.Zero, a10 = TOps.Zero, a11 = TOps.Zero;
-        TV a20 = TOps.Zero, a21 = TOps.Zero, a30 = TOps.Zero, a31 = TOps.Zero;
-        for (int j = 0; j < half; j += TOps.Count)
-        {
-            TV e0 = TOps.Load(xe0 + j), o0 = TOps.Load(xo0 + j);
-            TV e1 = TOps.Load(xe1 + j), o1 = TOps.Load(xo1 + j);
-            int q = 2 * j;
-            TV p = TOps.LoadBf16Pairs(w0 + q);
-            TV we = TOps.Even(p), wo = TOps.Odd(p);
-            a00 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a00));
-            a01 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a01));
-            p = TOps.LoadBf16Pairs(w1 + q);
-            we = TOps.Even(p);
-            wo = TOps.Odd(p);
-            a10 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a10));
-            a11 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a11));
-            p = TOps.LoadBf16Pairs(w2 + q);
-            we = TOps.Even(p);
-            wo = TOps.Odd(p);
-            a20 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a20));
-            a21 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a21));
-            p = TOps.LoadBf16Pairs(w3 + q);
-            we = TOps.Even(p);
-            wo = TOps.Odd(p);
-            a30 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a30));
-            a31 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a31));
-        }
-
-        s[0] = TOps.Sum(a00);
-        s[1] = TOps.Sum(a10);
-        s[2] = TOps.Sum(a20);
-        s[3] = TOps.Sum(a30);
-        s[4] = TOps.Sum(a01);
-        s[5] = TOps.Sum(a11);
-        s[6] = TOps.Sum(a21);
-        s[7] = TOps.Sum(a31);
-    }
-
-    /// <summary>4 rows × 4 columns (16 accumulators; for the 32-register AVX-512 file).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot4x4<TOps, TV>(ushort* w0, ushort* w1, ushort* w2, ushort* w3, float* xe, int xStride, int half, float* s)
-        where TOps : struct, IVecOps<TV>
-        where TV : struct
-    {
-        float* x0 = xe, x1 = xe + xStride, x2 = xe + (2 * xStride), x3 = xe + (3 * xStride);
-        TV a00 = TOps.Zero, a01 = TOps.Zero, a02 = TOps.Zero, a03 = TOps.Zero;
-        TV a10 = TOps.Zero, a11 = TOps.Zero, a12 = TOps.Zero, a13 = TOps.Zero;
-        TV a20 = TOps.Zero, a21 = TOps.Zero, a22 = TOps.Zero, a23 = TOps.Zero;
-        TV a30 = TOps.Zero, a31 = TOps.Zero, a32 = TOps.Zero, a33 = TOps.Zero;
-        for (int j = 0; j < half; j += TOps.Count)
-        {
-            TV e0 = TOps.Load(x0 + j), o0 = TOps.Load(x0 + half + j);
-            TV e1 = TOps.Load(x1 + j), o1 = TOps.Load(x1 + half + j);
-            TV e2 = TOps.Load(x2 + j), o2 = TOps.Load(x2 + half + j);
-            TV e3 = TOps.Load(x3 + j), o3 = TOps.Load(x3 + half + j);
-            int q = 2 * j;
-            TV p = TOps.LoadBf16Pairs(w0 + q);
-            TV we = TOps.Even(p), wo = TOps.Odd(p);
-            a00 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a00));
-            a01 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a01));
-            a02 = TOps.Fma(wo, o2, TOps.Fma(we, e2, a02));
-            a03 = TOps.Fma(wo, o3, TOps.Fma(we, e3, a03));
-            p = TOps.LoadBf16Pairs(w1 + q);
-            we = TOps.Even(p);
-            wo = TOps.Odd(p);
-            a10 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a10));
-            a11 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a11));
-            a12 = TOps.Fma(wo, o2, TOps.Fma(we, e2, a12));
-            a13 = TOps.Fma(wo, o3, TOps.Fma(we, e3, a13));
-            p = TOps.LoadBf16Pairs(w2 + q);
-            we = TOps.Even(p);
-            wo = TOps.Odd(p);
-            a20 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a20));
-            a21 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a21));
-            a22 = TOps.Fma(wo, o2, TOps.Fma(we, e2, a22));
-            a23 = TOps.Fma(wo, o3, TOps.Fma(we, e3, a23));
-            p = TOps.LoadBf16Pairs(w3 + q);
-            we = TOps.Even(p);
-            wo = TOps.Odd(p);
-            a30 = TOps.Fma(wo, o0, TOps.Fma(we, e0, a30));
-            a31 = TOps.Fma(wo, o1, TOps.Fma(we, e1, a31));
-            a32 = TOps.Fma(wo, o2, TOps.Fma(we, e2, a32));
-            a33 = TOps.Fma(wo, o3, TOps.Fma(we, e3, a33));
-        }
-
-        s[0] = TOps.Sum(a00);
-        s[1] = TOps.Sum(a10);
-        s[2] = TOps.Sum(a20);
-        s[3] = TOps.Sum(a30);
-        s[4] = TOps.Sum(a01);
-        s[5] = TOps.Sum(a11);
-        s[6] = TOps.Sum(a21);
-        s[7] = TOps.Sum(a31);
-        s[8] = TOps.Sum(a02);
-        s[9] = TOps.Sum(a12);
-        s[10] = TOps.Sum(a22);
-        s[11] = TOps.Sum(a32);
-        s[12] = TOps.Sum(a03);
-        s[13] = TOps.Sum(a13);
-        s[14] = TOps.Sum(a23);
-        s[15] = TOps.Sum(a33);
-    }
-
     /// <summary>Everything a task needs; lives on the calling thread's stack for the duration of the call.</summary>
     private struct Job
     {
@@ -755,6 +1020,7 @@ public static unsafe class Bf16Gemv
         public ushort* W1;
         public float* X;
         public float* Split;
+        public int XStride;
         public float* Y;
         public int Rows;
         public int K;
@@ -764,5 +1030,49 @@ public static unsafe class Bf16Gemv
         public float Alpha;
         public int Flags;
         public int Path;
+        public bool Tiled;
+        public int GroupColumns;
+        public int KBlock;
     }
+}
+
+/// <summary>A compile-time integer for specializing generic kernels (the JIT folds <see cref="Value"/>).</summary>
+internal interface IConstInt
+{
+    static abstract int Value { get; }
+}
+
+internal readonly struct Const0 : IConstInt
+{
+    public static int Value => 0;
+}
+
+internal readonly struct Const1 : IConstInt
+{
+    public static int Value => 1;
+}
+
+internal readonly struct Const2 : IConstInt
+{
+    public static int Value => 2;
+}
+
+internal readonly struct Cols1 : IConstInt
+{
+    public static int Value => 1;
+}
+
+internal readonly struct Cols2 : IConstInt
+{
+    public static int Value => 2;
+}
+
+internal readonly struct Cols3 : IConstInt
+{
+    public static int Value => 3;
+}
+
+internal readonly struct Cols4 : IConstInt
+{
+    public static int Value => 4;
 }

@@ -98,6 +98,75 @@ public class Bf16GemvTests
         }
     }
 
+    /// <summary>
+    /// The register-blocked kernel with its blocking shrunk so small shapes cross every boundary: column groups
+    /// and panels (M around 4, 8 and the group size), several K blocks with a short last one, K tails, row
+    /// blocks and chunks with an odd last row, and the prefetch targets that wrap into the next K block, group
+    /// and row block. Also runs it at M = 3 and 4, which normally take the single-row kernels.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Tiled_kernel_matches_reference_across_block_boundaries(GemvPath path)
+    {
+        var configs = new (int Group, int SliceBytes, int BlockRows, int Prefetch)[]
+        {
+            (8, 16 * 1024, 32, 2), // production settings
+            (8, 1024, 6, 3), // many K blocks, small row blocks
+            (5, 2048, 4, 1), // groups of 5 → panels 3 + 2
+            (3, 512, 2, 0), // one row pair per block, no prefetch
+        };
+        foreach (var cfg in configs)
+        {
+            foreach (int m in path == GemvPath.Vector512 ? new[] { 3, 4, 5, 9, 16, 33 } : new[] { 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33 })
+            {
+                foreach ((int n, int k) in new[] { (37, 301), (6, 1000), (130, 77), (1, 40), (66, 1024) })
+                {
+                    var rng = new Random((n * 31) + k + (m * 7) + cfg.SliceBytes);
+                    ushort[] w = RandomBf16(rng, n * k);
+                    float[] x = RandomFloats(rng, m * k);
+                    float[] y0 = RandomFloats(rng, m * n);
+                    float[] y = (float[])y0.Clone();
+                    const float Alpha = 0.75f;
+                    RunTiled(path, cfg, () => Bf16Gemv.Multiply(w, n, k, x, m, y, alpha: Alpha, accumulate: true, pool: Pool));
+                    double[] r = Reference(w, n, k, x, m);
+                    double[] norms = Norms(w, n, k, x, m);
+                    string what = $"{path} tiled g={cfg.Group} slice={cfg.SliceBytes} rows={cfg.BlockRows} m={m} n={n} k={k}";
+                    AssertClose(r.Select((v, i) => y0[i] + (Alpha * v)).ToArray(), norms.Select(v => (Alpha * v) + 1).ToArray(), y, what);
+
+                    RunTiled(path, cfg, () => Bf16Gemv.Multiply(w, n, k, x, m, y, pool: Pool));
+                    AssertClose(r, norms, y, what);
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Tiled_SiluGateUp_matches_reference_across_block_boundaries(GemvPath path)
+    {
+        var configs = new (int Group, int SliceBytes, int BlockRows, int Prefetch)[]
+        {
+            (8, 16 * 1024, 32, 2),
+            (8, 1024, 6, 3),
+            (5, 2048, 4, 1),
+        };
+        foreach (var cfg in configs)
+        {
+            foreach (int m in new[] { 3, 4, 5, 8, 9, 17 })
+            {
+                foreach ((int inter, int k) in new[] { (37, 301), (1, 70), (150, 333), (33, 1024) })
+                {
+                    var rng = new Random(inter + k + m + cfg.BlockRows);
+                    ushort[] fused = RandomBf16(rng, 2 * inter * k);
+                    float[] x = RandomFloats(rng, m * k);
+                    float[] h = new float[m * inter];
+                    RunTiled(path, cfg, () => Bf16Gemv.SiluGateUp(fused, inter, k, x, m, h, Pool));
+                    AssertSilu(fused, inter, k, x, m, h, $"{path} tiled silu g={cfg.Group} rows={cfg.BlockRows} m={m} i={inter} k={k}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public unsafe void Pointer_overload_on_huge_pages_matches_span_overload()
     {
@@ -124,6 +193,39 @@ public class Bf16GemvTests
     {
         Assert.Throws<ArgumentException>(() => Bf16Gemv.Multiply(new ushort[10], 2, 6, new float[6], 1, new float[2]));
         Assert.Throws<ArgumentOutOfRangeException>(() => Bf16Gemv.Multiply(new ushort[10], 0, 6, new float[6], 1, new float[2]));
+    }
+
+    private static void AssertSilu(ushort[] fused, int inter, int k, float[] x, int m, float[] h, string what)
+    {
+        ushort[] gate = fused[..(inter * k)];
+        ushort[] up = fused[(inter * k)..];
+        double[] g = Reference(gate, inter, k, x, m);
+        double[] u = Reference(up, inter, k, x, m);
+        double[] gn = Norms(gate, inter, k, x, m);
+        double[] un = Norms(up, inter, k, x, m);
+        double[] expected = g.Select((gv, i) => gv / (1 + Math.Exp(-gv)) * u[i]).ToArray();
+
+        // |d(silu(g)·u)| <= (|u|·1.1·|dg| + |silu(g)|·|du|): scale the tolerance by both norms.
+        double[] tol = gn.Select((gv, i) => (1.1 * Math.Abs(u[i]) * gv) + ((Math.Abs(g[i]) + 1) * un[i]) + 1e-3).ToArray();
+        AssertClose(expected, tol, h, what);
+    }
+
+    private static void RunTiled(GemvPath path, (int Group, int SliceBytes, int BlockRows, int Prefetch) cfg, Action action)
+    {
+        (int g, int s, int r, int p, int b) = (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockRows, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.SingleRowMaxBatch);
+        Bf16Gemv.TileGroupColumns = cfg.Group;
+        Bf16Gemv.TileXSliceBytes = cfg.SliceBytes;
+        Bf16Gemv.TileBlockRows = cfg.BlockRows;
+        Bf16Gemv.TilePrefetchPairs = cfg.Prefetch;
+        Bf16Gemv.SingleRowMaxBatch = 2;
+        try
+        {
+            RunWith(path, action);
+        }
+        finally
+        {
+            (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockRows, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.SingleRowMaxBatch) = (g, s, r, p, b);
+        }
     }
 
     private static void RunWith(GemvPath path, Action action)

@@ -84,8 +84,12 @@ public static unsafe class Bf16Gemv
     /// <summary>Tasks per worker the rows are cut into (dynamic claiming balances the rest).</summary>
     internal static int ChunksPerWorker { get; set; } = 2;
 
-    /// <summary>Most columns of x per group in the tiled kernel (the weights of a row block are re-read from cache once per group).</summary>
-    internal static int TileGroupColumns { get; set; } = 8;
+    /// <summary>
+    /// Most columns of x per group in the tiled kernel (the weights of a row block are re-read from cache once per
+    /// group). Zen 3: 4 (one 2x4 panel; x for K = 1024 fits L1 unblocked) beats 8 by 8-10% at K = 1024, M = 8..32,
+    /// once later groups prefetch the next row block (<see cref="TileBlockPrefetch"/>); even at K = 2816.
+    /// </summary>
+    internal static int TileGroupColumns { get; set; } = 4;
 
     /// <summary>Bytes of x (one column group × one K block, even and odd halves) the tiled kernel keeps hot in L1.</summary>
     internal static int TileXSliceBytes { get; set; } = 16 * 1024;
@@ -97,8 +101,26 @@ public static unsafe class Bf16Gemv
     /// </summary>
     internal static int TileUnblockedXBytes { get; set; } = 32 * 1024;
 
-    /// <summary>Rows per block in the tiled kernel: the block's K slice is swept once per column group.</summary>
-    internal static int TileBlockRows { get; set; } = 32;
+    /// <summary>
+    /// Weight bytes per row block in the tiled kernel (rows = this / (2·K), even, 2..64; the fused gate/up counts
+    /// both matrices): the block is swept once per column group, so it and the next one (being prefetched) must sit
+    /// in L2 beside x. 64 KiB: 32 rows at K = 1024, 10 at K = 2816 (32 there loses ~8%).
+    /// </summary>
+    internal static int TileBlockBytes { get; set; } = 64 * 1024;
+
+    /// <summary>
+    /// Each row block reads all of x once per pass over its groups; when x is large the block grows to up to half
+    /// of x (at most this many bytes) so that traffic stays below the weights'. K = 2816, M = 32 (x = 352 KiB):
+    /// 128-192 KiB blocks run ~4% faster than 64 KiB.
+    /// </summary>
+    internal static int TileBlockBytesMax { get; set; } = 160 * 1024;
+
+    /// <summary>
+    /// With two or more column groups, groups after the first prefetch the next row block (spread evenly over
+    /// their work) instead of each group's first panels prefetching pairs ahead.
+    /// </summary>
+    internal static bool TileBlockPrefetch { get; set; } = true;
+
 
     /// <summary>How many row pairs ahead the tiled kernel prefetches weights (0 = off).</summary>
     internal static int TilePrefetchPairs { get; set; } = 2;
@@ -274,12 +296,13 @@ public static unsafe class Bf16Gemv
         job.Tiled = half > 0 && !(m <= 2 || (m <= SingleRowMaxBatch && xBytes <= SingleRowMaxXBytes));
         if (job.Tiled)
         {
-            // Balanced column groups of at most TileGroupColumns, then K blocks that keep the group's x slice
-            // within TileXSliceBytes, balanced and a whole number of vectors.
-            int groups = (m + TileGroupColumns - 1) / TileGroupColumns;
-            job.GroupColumns = (m + groups - 1) / groups;
-            int maxBlock = (long)job.GroupColumns * kv * sizeof(float) <= TileUnblockedXBytes ? half
-                : Math.Max(lanes, TileXSliceBytes / (2 * sizeof(float) * job.GroupColumns) / lanes * lanes);
+            // Balanced column groups of at most TileGroupColumns (≤ 4, one 2x4 tile), then K blocks that keep the
+            // group's x slice within TileXSliceBytes, balanced and a whole number of vectors.
+            int groupMax = Math.Clamp(TileGroupColumns, 1, 4);
+            job.Groups = (m + groupMax - 1) / groupMax;
+            int widest = (m + job.Groups - 1) / job.Groups;
+            int maxBlock = (long)widest * kv * sizeof(float) <= TileUnblockedXBytes ? half
+                : Math.Max(lanes, TileXSliceBytes / (2 * sizeof(float) * widest) / lanes * lanes);
             int blocks = (half + maxBlock - 1) / maxBlock;
             job.KBlock = ((half + blocks - 1) / blocks + lanes - 1) / lanes * lanes;
         }
@@ -468,12 +491,18 @@ public static unsafe class Bf16Gemv
     }
 
     /// <summary>
-    /// Rows [r0, r1) with the register-blocked kernel. Loop nest: row blocks of <see cref="TileBlockRows"/>
-    /// (for the fused gate/up, the block's gate rows then its up rows) → column groups → K blocks → row pairs →
-    /// column panels of ≤ 4, each a <see cref="Tile{TOps, TV, TC, TP}"/> call. Partial accumulators live in a
-    /// per-thread scratch between K blocks; the last K block reduces them into a staging tile [column][row],
-    /// which the epilogue turns into y.
+    /// Rows [r0, r1) with the register-blocked kernel. Loop nest: row blocks (<see cref="TileBlockBytes"/>; for the
+    /// fused gate/up, the block's gate rows then its up rows) → column groups of ≤ 4 → K blocks → one
+    /// <see cref="TilePairs{TOps, TV, TC, TP}"/> call per matrix, which walks the block's row pairs. Partial
+    /// accumulators live in a per-thread scratch between K blocks; the last K block reduces them into a staging
+    /// tile [column][row], which the epilogue turns into y.
     /// </summary>
+    /// <remarks>
+    /// Prefetch: the first group of a chunk's first block (and every block when there is only one group) fetches
+    /// row pairs <see cref="TilePrefetchPairs"/> ahead; with two or more groups, groups 1.. fetch the whole next
+    /// block, evenly spread over their work, so group 0 of every later block finds its weights in L2 and DRAM
+    /// sees a steady stream rather than a burst per block.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tiled<TOps, TV>(ref Job job, int r0, int r1)
         where TOps : struct, IVecOps<TV>
@@ -484,19 +513,17 @@ public static unsafe class Bf16Gemv
         int m = job.M;
         int half = job.Half;
         int kv = 2 * half;
-        int xStride = job.XStride;
         int sets = (job.Flags & FlagSilu) != 0 ? 2 : 1;
-        int blockRows = Math.Max(2, TileBlockRows & ~1);
-        int groupCols = job.GroupColumns;
-        int maxPanels = (groupCols + 3) / 4;
+        long blockBytes = Math.Max(TileBlockBytes, Math.Min(TileBlockBytesMax, (long)m * kv * sizeof(float) / 2));
+        int blockRows = (int)Math.Clamp(blockBytes / ((long)k * sizeof(ushort) * sets), 2, 64) & ~1;
+        int groups = job.Groups;
         int kBlock = job.KBlock;
         int prefetchPairs = TilePrefetchPairs;
 
-        // Scratch: accumulators (8 vectors per pair and panel) and the staging tile, per thread.
-        int blockPairs = blockRows / 2 * sets;
+        // Scratch: accumulators (8 vectors per row pair) and the staging tile, per thread.
         int stageStride = blockRows * sets;
-        long accFloats = (long)blockPairs * maxPanels * 8 * n;
-        long need = accFloats + ((long)groupCols * stageStride) + 16;
+        long accFloats = (long)(blockRows / 2) * sets * 8 * n;
+        long need = accFloats + (4L * stageStride) + 16;
         float[]? scratchArray = t_tileScratch;
         if (scratchArray is null || scratchArray.Length < need)
         {
@@ -506,118 +533,88 @@ public static unsafe class Bf16Gemv
 
         float* accBase = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(scratchArray)) + 63) & ~(nint)63);
         float* stage = accBase + accFloats;
-        float* sums = stackalloc float[8];
-        int* panelCols = stackalloc int[4];
-
+        bool blockPrefetch = TileBlockPrefetch && groups > 1 && prefetchPairs > 0;
+        var a = default(TileArgs);
+        a.RowStride = k;
+        a.Half = half;
+        a.XStride = job.XStride;
+        a.StageStride = stageStride;
+        a.PrefetchDelta = (nint)(2L * prefetchPairs * k);
         for (int rb = r0; rb < r1; rb += blockRows)
         {
             int rows = Math.Min(blockRows, r1 - rb);
             int pairs = (rows + 1) / 2;
-            int totalPairs = pairs * sets;
-            for (int g0 = 0; g0 < m; g0 += groupCols)
+            int nextRows = Math.Min(blockRows, r1 - rb - rows);
+
+            // Next-block cursor: the next block's weights, one contiguous range per matrix, spread over the slots
+            // (64 bytes of x walked) of groups 1.. at one or two lines per slot every 2^i slots.
+            a.Cursor = null;
+            a.SlotMask = nint.MaxValue;
+            int cursorLines = 1;
+            if (blockPrefetch && nextRows > 0)
             {
-                int gc = Math.Min(groupCols, m - g0);
-                int panels = (gc + 3) / 4;
-                for (int p = 0; p < panels; p++)
+                a.Cursor = job.W0 + ((long)(rb + rows) * k);
+                a.CursorEnd = a.Cursor + ((long)nextRows * k);
+                a.CursorNext = sets == 2 ? job.W1 + ((long)(rb + rows) * k) : null;
+                a.CursorNextLength = (long)nextRows * k;
+                long lines = ((long)nextRows * k * sizeof(ushort) * sets / 64) + 1;
+                long slots = Math.Max(1, (long)pairs * sets * (groups - 1) * half * sizeof(float) / 64);
+                int every = 1;
+                while (slots / (every * 2) >= lines && every < 64)
                 {
-                    panelCols[p] = (gc / panels) + (p < gc % panels ? 1 : 0);
+                    every *= 2;
                 }
 
+                a.SlotMask = (64 * every) - 1;
+                cursorLines = slots >= lines ? 1 : 2;
+            }
+
+            int c0 = 0;
+            for (int g = 0; g < groups; g++)
+            {
+                int cols = GroupColumns(m, groups, g);
                 for (int j0 = 0; j0 < half; j0 += kBlock)
                 {
                     int j1 = Math.Min(half, j0 + kBlock);
-                    int mode = (j0 == 0 ? TileFirst : 0) | (j1 == half ? TileLast : 0);
-                    for (int q = 0; q < totalPairs; q++)
+                    a.Mode = (j0 == 0 ? TileFirst : 0) | (j1 == half ? TileLast : 0);
+                    a.Len = j1 - j0;
+                    a.X = job.Split + ((long)c0 * job.XStride) + j0;
+                    for (int set = 0; set < sets; set++)
                     {
-                        int set = q / pairs;
-                        int row = rb + (2 * (q - (set * pairs)));
-                        ushort* w = (set == 0 ? job.W0 : job.W1) + ((long)row * k) + (2 * j0);
-                        nint dw = row + 1 < rb + rows ? k : 0;
-
-                        // Prefetch the pair that comes prefetchPairs later in this traversal: same K block, else
-                        // the next K block of this row block, the next column group, or the next row block.
-                        ushort* pf = null;
-                        if (prefetchPairs > 0)
+                        ushort* wSet = set == 0 ? job.W0 : job.W1;
+                        a.W = wSet + ((long)rb * k) + (2 * j0);
+                        a.Pairs = pairs;
+                        a.LastSingle = (rows & 1) != 0;
+                        a.Acc = accBase + ((long)set * (blockRows / 2) * 8 * n);
+                        a.Stage = stage + (set * blockRows);
+                        int pfMode = PfNone;
+                        if (g > 0 && a.Cursor != null)
                         {
-                            int q2 = q + prefetchPairs;
-                            if (q2 < totalPairs)
-                            {
-                                pf = PairPointer(ref job, rb, pairs, q2, j0);
-                            }
-                            else if (j1 < half)
-                            {
-                                pf = PairPointer(ref job, rb, pairs, q2 - totalPairs, j1);
-                            }
-                            else if (g0 + groupCols < m)
-                            {
-                                pf = PairPointer(ref job, rb, pairs, q2 - totalPairs, 0);
-                            }
-                            else if (rb + blockRows < r1)
-                            {
-                                int nextPairs = (Math.Min(blockRows, r1 - rb - blockRows) + 1) / 2;
-                                pf = PairPointer(ref job, rb + blockRows, nextPairs, Math.Min(q2 - totalPairs, (nextPairs * sets) - 1), 0);
-                            }
+                            pfMode = cursorLines == 1 ? PfCursor1 : PfCursor2;
+                        }
+                        else if (g == 0 && prefetchPairs > 0 && (!blockPrefetch || rb == r0))
+                        {
+                            // Past the last pair: the up rows of this block, else the next K block, else the next
+                            // row block (contiguous after this one).
+                            pfMode = PfPairs;
+                            a.PrefetchWrap = set + 1 < sets ? job.W1 + ((long)rb * k) + (2 * j0)
+                                : j1 < half ? job.W0 + ((long)rb * k) + (2 * j1)
+                                : job.W0 + ((long)(rb + rows) * k);
                         }
 
-                        float* acc = accBase + ((long)q * maxPanels * 8 * n);
-                        int c = g0;
-                        for (int p = 0; p < panels; p++)
-                        {
-                            // With two or more panels, panel 0 prefetches the target's first row and panel 1 its
-                            // second, spreading the DRAM requests over the pair's work.
-                            ushort* ppf = pf == null ? null : panels == 1 ? (p == 0 ? pf : null) : p < 2 ? pf + (p * (long)k) : null;
-                            bool single = panels > 1;
-                            float* xs = job.Split + ((long)c * xStride) + j0;
-                            switch (panelCols[p])
-                            {
-                                case 4:
-                                    TileCall<TOps, TV, Cols4>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
-                                    break;
-                                case 3:
-                                    TileCall<TOps, TV, Cols3>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
-                                    break;
-                                case 2:
-                                    TileCall<TOps, TV, Cols2>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
-                                    break;
-                                default:
-                                    TileCall<TOps, TV, Cols1>(w, dw, xs, j1 - j0, half, xStride, acc, mode, ppf, single, sums);
-                                    break;
-                            }
-
-                            if ((mode & TileLast) != 0)
-                            {
-                                // sums = [row0: cols 0..3 | row1: cols 0..3] → stage[column][set·blockRows + row].
-                                int local = (set * blockRows) + (row - rb);
-                                for (int cc = 0; cc < panelCols[p]; cc++)
-                                {
-                                    float* st = stage + ((long)(c - g0 + cc) * stageStride) + local;
-                                    st[0] = sums[cc];
-                                    if (dw != 0)
-                                    {
-                                        st[1] = sums[4 + cc];
-                                    }
-                                }
-                            }
-
-                            acc += 8 * n;
-                            c += panelCols[p];
-                        }
+                        TilePairsCall<TOps, TV>(cols, pfMode, ref a);
                     }
                 }
 
-                TiledEpilogue(ref job, stage, stageStride, blockRows, rb, rows, g0, gc, kv);
+                TiledEpilogue(ref job, stage, stageStride, blockRows, rb, rows, c0, cols, kv);
+                c0 += cols;
             }
         }
     }
 
-    /// <summary>Weights of pair <paramref name="q"/> (gate pairs, then up pairs) of the row block at <paramref name="rb"/>, from half-offset <paramref name="j"/>.</summary>
+    /// <summary>Columns in group <paramref name="g"/> of <paramref name="groups"/> balanced groups over <paramref name="m"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static ushort* PairPointer(ref Job job, int rb, int pairs, int q, int j)
-    {
-        int set = q >= pairs ? 1 : 0;
-        int row = rb + (2 * (q - (set * pairs)));
-        return (set == 0 ? job.W0 : job.W1) + ((long)row * job.K) + (2 * j);
-    }
+    private static int GroupColumns(int m, int groups, int g) => (m / groups) + (g < m % groups ? 1 : 0);
 
     /// <summary>K tail (scalar) and the epilogue for one row block × column group: stage → y.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -687,166 +684,296 @@ public static unsafe class Bf16Gemv
     private const int TileFirst = 1;
     private const int TileLast = 2;
 
-    /// <summary>Picks the prefetch variant of <see cref="Tile{TOps, TV, TC, TP}"/>.</summary>
+    private const int PfNone = 0;
+    private const int PfPairs = 1;
+    private const int PfCursor1 = 2;
+    private const int PfCursor2 = 3;
+
+    /// <summary>Arguments of <see cref="TilePairs{TOps, TV, TC, TP}"/>; the cursor fields are updated by the call.</summary>
+    private struct TileArgs
+    {
+        /// <summary>Row 0 of pair 0 at the K block's start.</summary>
+        public ushort* W;
+        public int Pairs;
+        public bool LastSingle;
+        public nint RowStride;
+
+        /// <summary>x split: the group's first column at the K block's start (even half; odd at +Half).</summary>
+        public float* X;
+        public int Len;
+        public nint Half;
+        public nint XStride;
+        public float* Acc;
+        public int Mode;
+        public float* Stage;
+        public nint StageStride;
+
+        /// <summary>Pair prefetch: target = this pair + PrefetchDelta, or past the last pair PrefetchWrap + the overshoot.</summary>
+        public nint PrefetchDelta;
+        public ushort* PrefetchWrap;
+
+        /// <summary>Cursor prefetch over [Cursor, CursorEnd), then [CursorNext, + CursorNextLength); SlotMask = MaxValue when done.</summary>
+        public ushort* Cursor;
+        public ushort* CursorEnd;
+        public ushort* CursorNext;
+        public long CursorNextLength;
+        public nint SlotMask;
+    }
+
+    /// <summary>Dispatches to the <see cref="TilePairs{TOps, TV, TC, TP}"/> specialization for the group width and prefetch mode.</summary>
+    private static void TilePairsCall<TOps, TV>(int cols, int pfMode, ref TileArgs a)
+        where TOps : struct, IVecOps<TV>
+        where TV : struct
+    {
+        switch (cols)
+        {
+            case 4:
+                TilePairsCall<TOps, TV, Cols4>(pfMode, ref a);
+                break;
+            case 3:
+                TilePairsCall<TOps, TV, Cols3>(pfMode, ref a);
+                break;
+            case 2:
+                TilePairsCall<TOps, TV, Cols2>(pfMode, ref a);
+                break;
+            default:
+                TilePairsCall<TOps, TV, Cols1>(pfMode, ref a);
+                break;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void TileCall<TOps, TV, TC>(ushort* w, nint dw, float* xs, int len, int half, int xStride, float* acc, int mode, ushort* pf, bool single, float* sums)
+    private static void TilePairsCall<TOps, TV, TC>(int pfMode, ref TileArgs a)
         where TOps : struct, IVecOps<TV>
         where TV : struct
         where TC : struct, IConstInt
     {
-        if (pf == null)
+        switch (pfMode)
         {
-            Tile<TOps, TV, TC, Const0>(w, dw, xs, len, half, xStride, acc, mode, pf, sums);
-        }
-        else if (single)
-        {
-            Tile<TOps, TV, TC, Const1>(w, dw, xs, len, half, xStride, acc, mode, pf, sums);
-        }
-        else
-        {
-            Tile<TOps, TV, TC, Const2>(w, dw, xs, len, half, xStride, acc, mode, pf, sums);
+            case PfPairs:
+                TilePairs<TOps, TV, TC, Const1>(ref a);
+                break;
+            case PfCursor1:
+                TilePairs<TOps, TV, TC, Const2>(ref a);
+                break;
+            case PfCursor2:
+                TilePairs<TOps, TV, TC, Const3>(ref a);
+                break;
+            default:
+                TilePairs<TOps, TV, TC, Const0>(ref a);
+                break;
         }
     }
 
     /// <summary>
-    /// The micro-kernel: rows w and w + dw (dw = 0 repeats the row) × TC ≤ 4 columns of split x, over
-    /// <paramref name="len"/> half-steps starting at <paramref name="xs"/> (even halves; odd halves at +half,
-    /// columns at +xStride). 8 vector accumulators: each weight load is converted once and feeds 2·TC FMAs, each
-    /// x load feeds 2. <see cref="TileFirst"/> starts from zero (else from acc), <see cref="TileLast"/> writes the
-    /// horizontal sums to sums[row·4 + column] (else the accumulators back to acc). TP: prefetch nothing (0), one
-    /// row (1) or two rows (pf and pf + dw) (2).
+    /// The micro-kernel, over every row pair of a block: rows (w, w + RowStride) × TC ≤ 4 columns of split x over
+    /// Len half-steps. 8 vector accumulators: each weight load is converted once and feeds 2·TC FMAs, each x load
+    /// feeds 2. <see cref="TileFirst"/> starts from zero (else from the pair's accumulators in Acc),
+    /// <see cref="TileLast"/> reduces into Stage[column·StageStride + row] (else stores the accumulators back). TP:
+    /// no prefetch (0), both rows of the pair PrefetchDelta ahead (1), or the cursor at one (2) or two (3) lines per
+    /// slot, one 64-byte line per row per 64 bytes of x walked.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<TOps, TV, TC, TP>(ushort* w, nint dw, float* xs, int len, int half, int xStride, float* acc, int mode, ushort* pf, float* sums)
+    private static void TilePairs<TOps, TV, TC, TP>(ref TileArgs args)
         where TOps : struct, IVecOps<TV>
         where TV : struct
         where TC : struct, IConstInt
         where TP : struct, IConstInt
     {
         int n = TOps.Count;
-        TV a00 = TOps.Zero, a01 = TOps.Zero, a02 = TOps.Zero, a03 = TOps.Zero;
-        TV a10 = TOps.Zero, a11 = TOps.Zero, a12 = TOps.Zero, a13 = TOps.Zero;
-        if ((mode & TileFirst) == 0)
+        nint rs = args.RowStride;
+        nint x1 = args.XStride, x2 = 2 * args.XStride, x3 = 3 * args.XStride;
+        nint ho = args.Half;
+        float* xs = args.X;
+        float* end = xs + args.Len;
+        int mode = args.Mode;
+        int pairs = args.Pairs;
+        nint ss = args.StageStride;
+        float* sums = stackalloc float[8];
+        ushort* cursor = args.Cursor;
+        nint slotMask = args.SlotMask;
+        ushort* w = args.W;
+        float* acc = args.Acc;
+        float* st = args.Stage;
+        for (int q = 0; q < pairs; q++, w += 2 * rs, acc += 8 * n, st += 2)
         {
-            a00 = TOps.Load(acc);
-            a10 = TOps.Load(acc + (4 * n));
-            if (TC.Value > 1)
+            nint dw = q == pairs - 1 && args.LastSingle ? 0 : rs;
+            nint dpf = 0;
+            if (TP.Value == 1)
             {
-                a01 = TOps.Load(acc + n);
-                a11 = TOps.Load(acc + (5 * n));
-            }
-
-            if (TC.Value > 2)
-            {
-                a02 = TOps.Load(acc + (2 * n));
-                a12 = TOps.Load(acc + (6 * n));
-            }
-
-            if (TC.Value > 3)
-            {
-                a03 = TOps.Load(acc + (3 * n));
-                a13 = TOps.Load(acc + (7 * n));
-            }
-        }
-
-        nint x1 = xStride, x2 = 2 * (nint)xStride, x3 = 3 * (nint)xStride;
-        nint ho = half;
-        nint dpf = (nint)(pf - w);
-        float* end = xs + len;
-        ushort* pw = w;
-        for (float* pe = xs; pe < end; pe += n, pw += 2 * n)
-        {
-            // One 64-byte line per row per 64 bytes of w: every other step with Vector256, every step with Vector512.
-            if (TP.Value != 0 && Sse.IsSupported && ((nint)pe & 63) == 0)
-            {
-                Sse.Prefetch0(pw + dpf);
-                if (TP.Value == 2)
+                dpf = args.PrefetchDelta;
+                if (q * 2 * rs >= (2 * (nint)pairs * rs) - dpf)
                 {
-                    Sse.Prefetch0(pw + dpf + dw);
+                    // Past this matrix's block: continue into PrefetchWrap by the same overshoot.
+                    dpf = (nint)(args.PrefetchWrap - w) + (dpf - ((2 * (nint)pairs * rs) - (q * 2 * rs)));
                 }
             }
 
-            TV p0 = TOps.LoadBf16Pairs(pw);
-            TV p1 = TOps.LoadBf16Pairs(pw + dw);
-            TV v0 = TOps.Even(p0), v1 = TOps.Even(p1);
-            TV t = TOps.Load(pe);
-            a00 = TOps.Fma(v0, t, a00);
-            a10 = TOps.Fma(v1, t, a10);
-            if (TC.Value > 1)
+            TV a00 = TOps.Zero, a01 = TOps.Zero, a02 = TOps.Zero, a03 = TOps.Zero;
+            TV a10 = TOps.Zero, a11 = TOps.Zero, a12 = TOps.Zero, a13 = TOps.Zero;
+            if ((mode & TileFirst) == 0)
             {
-                t = TOps.Load(pe + x1);
-                a01 = TOps.Fma(v0, t, a01);
-                a11 = TOps.Fma(v1, t, a11);
+                a00 = TOps.Load(acc);
+                a10 = TOps.Load(acc + (4 * n));
+                if (TC.Value > 1)
+                {
+                    a01 = TOps.Load(acc + n);
+                    a11 = TOps.Load(acc + (5 * n));
+                }
+
+                if (TC.Value > 2)
+                {
+                    a02 = TOps.Load(acc + (2 * n));
+                    a12 = TOps.Load(acc + (6 * n));
+                }
+
+                if (TC.Value > 3)
+                {
+                    a03 = TOps.Load(acc + (3 * n));
+                    a13 = TOps.Load(acc + (7 * n));
+                }
             }
 
-            if (TC.Value > 2)
+            ushort* pw = w;
+            for (float* pe = xs; pe < end; pe += n, pw += 2 * n)
             {
-                t = TOps.Load(pe + x2);
-                a02 = TOps.Fma(v0, t, a02);
-                a12 = TOps.Fma(v1, t, a12);
+                if (TP.Value == 1 && Sse.IsSupported && ((nint)pe & 63) == 0)
+                {
+                    // One line per row per 64 bytes of w: every other step with Vector256, every step with Vector512.
+                    Sse.Prefetch0(pw + dpf);
+                    Sse.Prefetch0(pw + dpf + rs);
+                }
+
+                if (TP.Value >= 2 && Sse.IsSupported && ((nint)pe & slotMask) == 0)
+                {
+                    Sse.Prefetch0(cursor);
+                    cursor += 32;
+                    if (TP.Value == 3)
+                    {
+                        Sse.Prefetch0(cursor);
+                        cursor += 32;
+                    }
+                }
+
+                TV p0 = TOps.LoadBf16Pairs(pw);
+                TV p1 = TOps.LoadBf16Pairs(pw + dw);
+                TV v0 = TOps.Even(p0), v1 = TOps.Even(p1);
+                TV t = TOps.Load(pe);
+                a00 = TOps.Fma(v0, t, a00);
+                a10 = TOps.Fma(v1, t, a10);
+                if (TC.Value > 1)
+                {
+                    t = TOps.Load(pe + x1);
+                    a01 = TOps.Fma(v0, t, a01);
+                    a11 = TOps.Fma(v1, t, a11);
+                }
+
+                if (TC.Value > 2)
+                {
+                    t = TOps.Load(pe + x2);
+                    a02 = TOps.Fma(v0, t, a02);
+                    a12 = TOps.Fma(v1, t, a12);
+                }
+
+                if (TC.Value > 3)
+                {
+                    t = TOps.Load(pe + x3);
+                    a03 = TOps.Fma(v0, t, a03);
+                    a13 = TOps.Fma(v1, t, a13);
+                }
+
+                v0 = TOps.Odd(p0);
+                v1 = TOps.Odd(p1);
+                float* po = pe + ho;
+                t = TOps.Load(po);
+                a00 = TOps.Fma(v0, t, a00);
+                a10 = TOps.Fma(v1, t, a10);
+                if (TC.Value > 1)
+                {
+                    t = TOps.Load(po + x1);
+                    a01 = TOps.Fma(v0, t, a01);
+                    a11 = TOps.Fma(v1, t, a11);
+                }
+
+                if (TC.Value > 2)
+                {
+                    t = TOps.Load(po + x2);
+                    a02 = TOps.Fma(v0, t, a02);
+                    a12 = TOps.Fma(v1, t, a12);
+                }
+
+                if (TC.Value > 3)
+                {
+                    t = TOps.Load(po + x3);
+                    a03 = TOps.Fma(v0, t, a03);
+                    a13 = TOps.Fma(v1, t, a13);
+                }
             }
 
-            if (TC.Value > 3)
+            if (TP.Value >= 2 && cursor >= args.CursorEnd)
             {
-                t = TOps.Load(pe + x3);
-                a03 = TOps.Fma(v0, t, a03);
-                a13 = TOps.Fma(v1, t, a13);
+                if (args.CursorNext != null)
+                {
+                    cursor = args.CursorNext + (cursor - args.CursorEnd);
+                    args.CursorEnd = args.CursorNext + args.CursorNextLength;
+                    args.CursorNext = null;
+                }
+                else
+                {
+                    slotMask = nint.MaxValue;
+                }
             }
 
-            v0 = TOps.Odd(p0);
-            v1 = TOps.Odd(p1);
-            float* po = pe + ho;
-            t = TOps.Load(po);
-            a00 = TOps.Fma(v0, t, a00);
-            a10 = TOps.Fma(v1, t, a10);
-            if (TC.Value > 1)
+            if ((mode & TileLast) != 0)
             {
-                t = TOps.Load(po + x1);
-                a01 = TOps.Fma(v0, t, a01);
-                a11 = TOps.Fma(v1, t, a11);
-            }
+                // sums = [row 0: columns 0..3 | row 1: columns 0..3] → stage[column][row].
+                TOps.ReduceTile(a00, a01, a02, a03, a10, a11, a12, a13, sums);
+                st[0] = sums[0];
+                st[1] = sums[4];
+                if (TC.Value > 1)
+                {
+                    st[ss] = sums[1];
+                    st[ss + 1] = sums[5];
+                }
 
-            if (TC.Value > 2)
-            {
-                t = TOps.Load(po + x2);
-                a02 = TOps.Fma(v0, t, a02);
-                a12 = TOps.Fma(v1, t, a12);
-            }
+                if (TC.Value > 2)
+                {
+                    st[2 * ss] = sums[2];
+                    st[(2 * ss) + 1] = sums[6];
+                }
 
-            if (TC.Value > 3)
+                if (TC.Value > 3)
+                {
+                    st[3 * ss] = sums[3];
+                    st[(3 * ss) + 1] = sums[7];
+                }
+            }
+            else
             {
-                t = TOps.Load(po + x3);
-                a03 = TOps.Fma(v0, t, a03);
-                a13 = TOps.Fma(v1, t, a13);
+                TOps.Store(acc, a00);
+                TOps.Store(acc + (4 * n), a10);
+                if (TC.Value > 1)
+                {
+                    TOps.Store(acc + n, a01);
+                    TOps.Store(acc + (5 * n), a11);
+                }
+
+                if (TC.Value > 2)
+                {
+                    TOps.Store(acc + (2 * n), a02);
+                    TOps.Store(acc + (6 * n), a12);
+                }
+
+                if (TC.Value > 3)
+                {
+                    TOps.Store(acc + (3 * n), a03);
+                    TOps.Store(acc + (7 * n), a13);
+                }
             }
         }
 
-        if ((mode & TileLast) != 0)
-        {
-            TOps.ReduceTile(a00, a01, a02, a03, a10, a11, a12, a13, sums);
-        }
-        else
-        {
-            TOps.Store(acc, a00);
-            TOps.Store(acc + (4 * n), a10);
-            if (TC.Value > 1)
-            {
-                TOps.Store(acc + n, a01);
-                TOps.Store(acc + (5 * n), a11);
-            }
-
-            if (TC.Value > 2)
-            {
-                TOps.Store(acc + (2 * n), a02);
-                TOps.Store(acc + (6 * n), a12);
-            }
-
-            if (TC.Value > 3)
-            {
-                TOps.Store(acc + (3 * n), a03);
-                TOps.Store(acc + (7 * n), a13);
-            }
-        }
+        args.Cursor = cursor;
+        args.SlotMask = slotMask;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -1044,7 +1171,7 @@ public static unsafe class Bf16Gemv
         public int Flags;
         public int Path;
         public bool Tiled;
-        public int GroupColumns;
+        public int Groups;
         public int KBlock;
     }
 }
@@ -1068,6 +1195,11 @@ internal readonly struct Const1 : IConstInt
 internal readonly struct Const2 : IConstInt
 {
     public static int Value => 2;
+}
+
+internal readonly struct Const3 : IConstInt
+{
+    public static int Value => 3;
 }
 
 internal readonly struct Cols1 : IConstInt

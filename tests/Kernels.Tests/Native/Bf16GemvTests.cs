@@ -100,20 +100,23 @@ public class Bf16GemvTests
 
     /// <summary>
     /// The register-blocked kernel with its blocking shrunk so small shapes cross every boundary: column groups
-    /// and panels (M around 4, 8 and the group size), several K blocks with a short last one, K tails, row
-    /// blocks and chunks with an odd last row, and the prefetch targets that wrap into the next K block, group
-    /// and row block. Also runs it at M = 3 and 4, which normally take the single-row kernels.
+    /// (M around multiples of the group width, balanced groups of 1..4), several K blocks with a short last one,
+    /// K tails, row blocks and chunks with an odd last row, pair prefetch wrapping into the next matrix, K block
+    /// and row block, and the next-block cursor. Also runs it at M = 3 and 4, which normally take the single-row
+    /// kernels.
     /// </summary>
     [Theory]
     [MemberData(nameof(Paths))]
     public void Tiled_kernel_matches_reference_across_block_boundaries(GemvPath path)
     {
-        var configs = new (int Group, int SliceBytes, int BlockRows, int Prefetch)[]
+        var configs = new (int Group, int SliceBytes, int BlockBytes, int Prefetch, bool BlockPrefetch)[]
         {
-            (8, 16 * 1024, 32, 2), // production settings
-            (8, 1024, 6, 3), // many K blocks, small row blocks
-            (5, 2048, 4, 1), // groups of 5 → panels 3 + 2
-            (3, 512, 2, 0), // one row pair per block, no prefetch
+            (4, 16 * 1024, 64 * 1024, 2, true), // production settings
+            (4, 1024, 3000, 3, true), // many K blocks, small row blocks
+            (3, 2048, 1500, 1, false), // groups of ≤ 3, pair prefetch only
+            (3, 512, 1, 0, true), // one row pair per block, no prefetch
+            (2, 512, 1, 1, true), // one row pair per block, cursor prefetch past the block's end
+            (1, 16 * 1024, 64 * 1024, 5, true), // one column per group
         };
         foreach (var cfg in configs)
         {
@@ -130,7 +133,7 @@ public class Bf16GemvTests
                     RunTiled(path, cfg, () => Bf16Gemv.Multiply(w, n, k, x, m, y, alpha: Alpha, accumulate: true, pool: Pool));
                     double[] r = Reference(w, n, k, x, m);
                     double[] norms = Norms(w, n, k, x, m);
-                    string what = $"{path} tiled g={cfg.Group} slice={cfg.SliceBytes} rows={cfg.BlockRows} m={m} n={n} k={k}";
+                    string what = $"{path} tiled {cfg} m={m} n={n} k={k}";
                     AssertClose(r.Select((v, i) => y0[i] + (Alpha * v)).ToArray(), norms.Select(v => (Alpha * v) + 1).ToArray(), y, what);
 
                     RunTiled(path, cfg, () => Bf16Gemv.Multiply(w, n, k, x, m, y, pool: Pool));
@@ -144,11 +147,12 @@ public class Bf16GemvTests
     [MemberData(nameof(Paths))]
     public void Tiled_SiluGateUp_matches_reference_across_block_boundaries(GemvPath path)
     {
-        var configs = new (int Group, int SliceBytes, int BlockRows, int Prefetch)[]
+        var configs = new (int Group, int SliceBytes, int BlockBytes, int Prefetch, bool BlockPrefetch)[]
         {
-            (8, 16 * 1024, 32, 2),
-            (8, 1024, 6, 3),
-            (5, 2048, 4, 1),
+            (4, 16 * 1024, 64 * 1024, 2, true),
+            (4, 1024, 3000, 3, true),
+            (3, 2048, 1500, 1, false),
+            (2, 512, 1, 1, true),
         };
         foreach (var cfg in configs)
         {
@@ -156,12 +160,12 @@ public class Bf16GemvTests
             {
                 foreach ((int inter, int k) in new[] { (37, 301), (1, 70), (150, 333), (33, 1024) })
                 {
-                    var rng = new Random(inter + k + m + cfg.BlockRows);
+                    var rng = new Random(inter + k + m + cfg.BlockBytes);
                     ushort[] fused = RandomBf16(rng, 2 * inter * k);
                     float[] x = RandomFloats(rng, m * k);
                     float[] h = new float[m * inter];
                     RunTiled(path, cfg, () => Bf16Gemv.SiluGateUp(fused, inter, k, x, m, h, Pool));
-                    AssertSilu(fused, inter, k, x, m, h, $"{path} tiled silu g={cfg.Group} rows={cfg.BlockRows} m={m} i={inter} k={k}");
+                    AssertSilu(fused, inter, k, x, m, h, $"{path} tiled silu {cfg} m={m} i={inter} k={k}");
                 }
             }
         }
@@ -210,13 +214,17 @@ public class Bf16GemvTests
         AssertClose(expected, tol, h, what);
     }
 
-    private static void RunTiled(GemvPath path, (int Group, int SliceBytes, int BlockRows, int Prefetch) cfg, Action action)
+    private static void RunTiled(GemvPath path, (int Group, int SliceBytes, int BlockBytes, int Prefetch, bool BlockPrefetch) cfg, Action action)
     {
-        (int g, int s, int r, int p, int b) = (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockRows, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.SingleRowMaxBatch);
+        (int g, int s, int u, int r, int p, bool bp, int b) = (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileUnblockedXBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch);
         Bf16Gemv.TileGroupColumns = cfg.Group;
         Bf16Gemv.TileXSliceBytes = cfg.SliceBytes;
-        Bf16Gemv.TileBlockRows = cfg.BlockRows;
+
+        // K is left unblocked only while x fits the slice, so the small slices split these small K into blocks.
+        Bf16Gemv.TileUnblockedXBytes = cfg.SliceBytes;
+        Bf16Gemv.TileBlockBytes = cfg.BlockBytes;
         Bf16Gemv.TilePrefetchPairs = cfg.Prefetch;
+        Bf16Gemv.TileBlockPrefetch = cfg.BlockPrefetch;
         Bf16Gemv.SingleRowMaxBatch = 2;
         try
         {
@@ -224,7 +232,7 @@ public class Bf16GemvTests
         }
         finally
         {
-            (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockRows, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.SingleRowMaxBatch) = (g, s, r, p, b);
+            (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileUnblockedXBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch) = (g, s, u, r, p, bp, b);
         }
     }
 

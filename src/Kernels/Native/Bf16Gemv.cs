@@ -33,11 +33,11 @@ public enum GemvPath
 /// of anything: the tail runs scalar.</para>
 /// <para>M ≤ 2 (and small x at M ≤ 4) runs single-row kernels: one sequential weight stream per thread with
 /// software prefetch, bandwidth-bound. Larger batches run a register-blocked kernel (<see cref="Tiled"/>): a
-/// 2-row × 4-column tile of vector accumulators over a K block, so each weight load feeds 8 FMAs and each x load
-/// 2, with horizontal sums only at the end of K. Columns go in groups of up to 8 and K in blocks such that the x
-/// slice of a group (≤ 16 KiB) stays in L1 while a block of rows streams past it; the rows' weights come from
-/// DRAM once per call (software-prefetched two row pairs ahead) and from L1/L2 for the other column panels and
-/// groups.</para>
+/// 2-row × 4-column tile of 8 vector accumulators over a K block, so each weight load (converted once) feeds 8
+/// FMAs and each x load 2, with horizontal sums only at the end of K. Columns go in balanced groups of ≤ 4 and K
+/// in blocks such that a group's x slice (≤ 16 KiB) stays in L1 while a block of rows (64 KiB and up) streams
+/// past it; the block's weights come from DRAM once per call, software-prefetched by the previous block's later
+/// groups, and from L2 for the other groups.</para>
 /// <para>.NET 10 does not expose AVX512-BF16 (<c>vdpbf16ps</c>): there is no <c>Avx512Bf16</c> class and
 /// <see cref="Avx10v2"/> has no bf16 dot product, so the bf16 ISA cannot be used from C#.</para>
 /// </remarks>
@@ -72,9 +72,9 @@ public static unsafe class Bf16Gemv
 
     /// <summary>
     /// Up to this batch (and while x is at most <see cref="SingleRowMaxXBytes"/>) the single-row kernels run;
-    /// above it the 4-row kernels, which reuse each x load across 4 rows. Zen 3, single thread: at M=2 one row
-    /// gives 15-17 GB/s against 11-12 for 4 rows; at M=4 one row wins for K=1024 (43 vs 35 GFLOP/s) and loses
-    /// for K=2816 (36 vs 46) where x no longer fits L1; at M=8 4 rows win.
+    /// above it the register-blocked tile kernel. Zen 3, 2 threads, over DRAM: at K = 1024 one row wins at M = 3
+    /// (72 vs 67 GFLOP/s) and M = 4 (98 vs 83), both bandwidth-bound; at K = 2816 x no longer fits L1 and the tile
+    /// kernel runs (84 and 106 GFLOP/s).
     /// </summary>
     internal static int SingleRowMaxBatch { get; set; } = 4;
 
@@ -85,44 +85,44 @@ public static unsafe class Bf16Gemv
     internal static int ChunksPerWorker { get; set; } = 2;
 
     /// <summary>
-    /// Most columns of x per group in the tiled kernel (the weights of a row block are re-read from cache once per
-    /// group). Zen 3: 4 (one 2x4 panel; x for K = 1024 fits L1 unblocked) beats 8 by 8-10% at K = 1024, M = 8..32,
-    /// once later groups prefetch the next row block (<see cref="TileBlockPrefetch"/>); even at K = 2816.
+    /// Most columns of x per group in the tiled kernel, 1..4 (one 2x4 tile): a row block's weights are re-read
+    /// from L2 once per group. Zen 3, 2 threads: 4-column groups (x for K = 1024 fits L1 unblocked) beat 8-column
+    /// groups of two tiles by 8-10% at K = 1024, M = 8..32, once groups 1.. prefetch the next row block.
     /// </summary>
     internal static int TileGroupColumns { get; set; } = 4;
 
-    /// <summary>Bytes of x (one column group × one K block, even and odd halves) the tiled kernel keeps hot in L1.</summary>
+    /// <summary>
+    /// Bytes of x (one column group × one K block, even and odd halves) the tiled kernel keeps hot in L1; K is split
+    /// into balanced blocks when a group's x is larger. Zen 3, K = 2816: 16 KiB blocks beat 24 KiB and unblocked
+    /// (45 KiB) at M = 4 (93 vs 90 and 76 GFLOP/s) and tie at M = 8.
+    /// </summary>
     internal static int TileXSliceBytes { get; set; } = 16 * 1024;
 
     /// <summary>
-    /// Up to this many bytes of x per column group, K is not blocked at all: one pass per row pair, no partial
-    /// accumulators, a purely sequential weight stream. Zen 3, M = 8: K = 1024 (32 KiB) runs ~3% faster unblocked
-    /// than in two 16 KiB blocks, K = 2816 in 32 KiB blocks ~12% slower than in 16 KiB ones.
-    /// </summary>
-    internal static int TileUnblockedXBytes { get; set; } = 32 * 1024;
-
-    /// <summary>
     /// Weight bytes per row block in the tiled kernel (rows = this / (2·K), even, 2..64; the fused gate/up counts
-    /// both matrices): the block is swept once per column group, so it and the next one (being prefetched) must sit
-    /// in L2 beside x. 64 KiB: 32 rows at K = 1024, 10 at K = 2816 (32 there loses ~8%).
+    /// both matrices): the block is swept once per column group, so it and the next one, being prefetched, must sit
+    /// in L2 beside x. 64 KiB: 32 rows at K = 1024, 10 at K = 2816.
     /// </summary>
     internal static int TileBlockBytes { get; set; } = 64 * 1024;
 
     /// <summary>
     /// Each row block reads all of x once per pass over its groups; when x is large the block grows to up to half
-    /// of x (at most this many bytes) so that traffic stays below the weights'. K = 2816, M = 32 (x = 352 KiB):
-    /// 128-192 KiB blocks run ~4% faster than 64 KiB.
+    /// of x (at most this many bytes) so that x traffic stays below the weights'. K = 2816, M = 32 (x = 352 KiB):
+    /// 128-192 KiB blocks ran ~4% faster than 64 KiB.
     /// </summary>
     internal static int TileBlockBytesMax { get; set; } = 160 * 1024;
 
     /// <summary>
-    /// With two or more column groups, groups after the first prefetch the next row block (spread evenly over
-    /// their work) instead of each group's first panels prefetching pairs ahead.
+    /// With two or more column groups, groups 1.. prefetch the whole next row block (spread evenly over their
+    /// work); otherwise only row pairs <see cref="TilePrefetchPairs"/> ahead are prefetched. Zen 3, K = 1024, M = 8:
+    /// +10% (G = 4), and the 8-10% from narrower groups depends on it.
     /// </summary>
     internal static bool TileBlockPrefetch { get; set; } = true;
 
-
-    /// <summary>How many row pairs ahead the tiled kernel prefetches weights (0 = off).</summary>
+    /// <summary>
+    /// How many row pairs ahead the tiled kernel prefetches weights where the next-block prefetch does not cover
+    /// them (0 = no software prefetch at all: about -40% at M = 8 over DRAM; 1..3 measure alike).
+    /// </summary>
     internal static int TilePrefetchPairs { get; set; } = 2;
 
     /// <summary>
@@ -301,8 +301,7 @@ public static unsafe class Bf16Gemv
             int groupMax = Math.Clamp(TileGroupColumns, 1, 4);
             job.Groups = (m + groupMax - 1) / groupMax;
             int widest = (m + job.Groups - 1) / job.Groups;
-            int maxBlock = (long)widest * kv * sizeof(float) <= TileUnblockedXBytes ? half
-                : Math.Max(lanes, TileXSliceBytes / (2 * sizeof(float) * widest) / lanes * lanes);
+            int maxBlock = Math.Max(lanes, TileXSliceBytes / (2 * sizeof(float) * widest) / lanes * lanes);
             int blocks = (half + maxBlock - 1) / maxBlock;
             job.KBlock = ((half + blocks - 1) / blocks + lanes - 1) / lanes * lanes;
         }

@@ -216,12 +216,9 @@ public class Bf16GemvTests
 
     private static void RunTiled(GemvPath path, (int Group, int SliceBytes, int BlockBytes, int Prefetch, bool BlockPrefetch) cfg, Action action)
     {
-        (int g, int s, int u, int r, int p, bool bp, int b) = (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileUnblockedXBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch);
+        (int g, int s, int r, int p, bool bp, int b) = (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch);
         Bf16Gemv.TileGroupColumns = cfg.Group;
         Bf16Gemv.TileXSliceBytes = cfg.SliceBytes;
-
-        // K is left unblocked only while x fits the slice, so the small slices split these small K into blocks.
-        Bf16Gemv.TileUnblockedXBytes = cfg.SliceBytes;
         Bf16Gemv.TileBlockBytes = cfg.BlockBytes;
         Bf16Gemv.TilePrefetchPairs = cfg.Prefetch;
         Bf16Gemv.TileBlockPrefetch = cfg.BlockPrefetch;
@@ -232,7 +229,7 @@ public class Bf16GemvTests
         }
         finally
         {
-            (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileUnblockedXBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch) = (g, s, u, r, p, bp, b);
+            (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch) = (g, s, r, p, bp, b);
         }
     }
 

@@ -98,6 +98,79 @@ public class Bf16GemvTests
         }
     }
 
+    /// <summary>
+    /// The register-blocked kernel with its blocking shrunk so small shapes cross every boundary: column groups
+    /// (M around multiples of the group width, balanced groups of 1..4), several K blocks with a short last one,
+    /// K tails, row blocks and chunks with an odd last row, pair prefetch wrapping into the next matrix, K block
+    /// and row block, and the next-block cursor. Also runs it at M = 3 and 4, which normally take the single-row
+    /// kernels.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Tiled_kernel_matches_reference_across_block_boundaries(GemvPath path)
+    {
+        var configs = new (int Group, int SliceBytes, int BlockBytes, int Prefetch, bool BlockPrefetch)[]
+        {
+            (4, 16 * 1024, 64 * 1024, 2, true), // production settings
+            (4, 1024, 3000, 3, true), // many K blocks, small row blocks
+            (3, 2048, 1500, 1, false), // groups of ≤ 3, pair prefetch only
+            (3, 512, 1, 0, true), // one row pair per block, no prefetch
+            (2, 512, 1, 1, true), // one row pair per block, cursor prefetch past the block's end
+            (1, 16 * 1024, 64 * 1024, 5, true), // one column per group
+        };
+        foreach (var cfg in configs)
+        {
+            foreach (int m in path == GemvPath.Vector512 ? new[] { 3, 4, 5, 9, 16, 33 } : new[] { 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17, 31, 32, 33 })
+            {
+                foreach ((int n, int k) in new[] { (37, 301), (6, 1000), (130, 77), (1, 40), (66, 1024) })
+                {
+                    var rng = new Random((n * 31) + k + (m * 7) + cfg.SliceBytes);
+                    ushort[] w = RandomBf16(rng, n * k);
+                    float[] x = RandomFloats(rng, m * k);
+                    float[] y0 = RandomFloats(rng, m * n);
+                    float[] y = (float[])y0.Clone();
+                    const float Alpha = 0.75f;
+                    RunTiled(path, cfg, () => Bf16Gemv.Multiply(w, n, k, x, m, y, alpha: Alpha, accumulate: true, pool: Pool));
+                    double[] r = Reference(w, n, k, x, m);
+                    double[] norms = Norms(w, n, k, x, m);
+                    string what = $"{path} tiled {cfg} m={m} n={n} k={k}";
+                    AssertClose(r.Select((v, i) => y0[i] + (Alpha * v)).ToArray(), norms.Select(v => (Alpha * v) + 1).ToArray(), y, what);
+
+                    RunTiled(path, cfg, () => Bf16Gemv.Multiply(w, n, k, x, m, y, pool: Pool));
+                    AssertClose(r, norms, y, what);
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Tiled_SiluGateUp_matches_reference_across_block_boundaries(GemvPath path)
+    {
+        var configs = new (int Group, int SliceBytes, int BlockBytes, int Prefetch, bool BlockPrefetch)[]
+        {
+            (4, 16 * 1024, 64 * 1024, 2, true),
+            (4, 1024, 3000, 3, true),
+            (3, 2048, 1500, 1, false),
+            (2, 512, 1, 1, true),
+        };
+        foreach (var cfg in configs)
+        {
+            foreach (int m in new[] { 3, 4, 5, 8, 9, 17 })
+            {
+                foreach ((int inter, int k) in new[] { (37, 301), (1, 70), (150, 333), (33, 1024) })
+                {
+                    var rng = new Random(inter + k + m + cfg.BlockBytes);
+                    ushort[] fused = RandomBf16(rng, 2 * inter * k);
+                    float[] x = RandomFloats(rng, m * k);
+                    float[] h = new float[m * inter];
+                    RunTiled(path, cfg, () => Bf16Gemv.SiluGateUp(fused, inter, k, x, m, h, Pool));
+                    AssertSilu(fused, inter, k, x, m, h, $"{path} tiled silu {cfg} m={m} i={inter} k={k}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public unsafe void Pointer_overload_on_huge_pages_matches_span_overload()
     {
@@ -124,6 +197,40 @@ public class Bf16GemvTests
     {
         Assert.Throws<ArgumentException>(() => Bf16Gemv.Multiply(new ushort[10], 2, 6, new float[6], 1, new float[2]));
         Assert.Throws<ArgumentOutOfRangeException>(() => Bf16Gemv.Multiply(new ushort[10], 0, 6, new float[6], 1, new float[2]));
+    }
+
+    private static void AssertSilu(ushort[] fused, int inter, int k, float[] x, int m, float[] h, string what)
+    {
+        ushort[] gate = fused[..(inter * k)];
+        ushort[] up = fused[(inter * k)..];
+        double[] g = Reference(gate, inter, k, x, m);
+        double[] u = Reference(up, inter, k, x, m);
+        double[] gn = Norms(gate, inter, k, x, m);
+        double[] un = Norms(up, inter, k, x, m);
+        double[] expected = g.Select((gv, i) => gv / (1 + Math.Exp(-gv)) * u[i]).ToArray();
+
+        // |d(silu(g)·u)| <= (|u|·1.1·|dg| + |silu(g)|·|du|): scale the tolerance by both norms.
+        double[] tol = gn.Select((gv, i) => (1.1 * Math.Abs(u[i]) * gv) + ((Math.Abs(g[i]) + 1) * un[i]) + 1e-3).ToArray();
+        AssertClose(expected, tol, h, what);
+    }
+
+    private static void RunTiled(GemvPath path, (int Group, int SliceBytes, int BlockBytes, int Prefetch, bool BlockPrefetch) cfg, Action action)
+    {
+        (int g, int s, int r, int p, bool bp, int b) = (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch);
+        Bf16Gemv.TileGroupColumns = cfg.Group;
+        Bf16Gemv.TileXSliceBytes = cfg.SliceBytes;
+        Bf16Gemv.TileBlockBytes = cfg.BlockBytes;
+        Bf16Gemv.TilePrefetchPairs = cfg.Prefetch;
+        Bf16Gemv.TileBlockPrefetch = cfg.BlockPrefetch;
+        Bf16Gemv.SingleRowMaxBatch = 2;
+        try
+        {
+            RunWith(path, action);
+        }
+        finally
+        {
+            (Bf16Gemv.TileGroupColumns, Bf16Gemv.TileXSliceBytes, Bf16Gemv.TileBlockBytes, Bf16Gemv.TilePrefetchPairs, Bf16Gemv.TileBlockPrefetch, Bf16Gemv.SingleRowMaxBatch) = (g, s, r, p, bp, b);
+        }
     }
 
     private static void RunWith(GemvPath path, Action action)

@@ -42,40 +42,51 @@ internal static unsafe class DecodeAttention
         }
     }
 
+    /// <summary>One (sequence, kv head): the head's whole query group is scored together, so each cached key and
+    /// value row is read once for all the query heads that share it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Task(int index, nint context)
     {
         var c = (Context*)context;
         var job = c->Jobs[index / c->KvHeads];
-        int h = index % c->KvHeads, hd = c->HeadDim, n = job.Keys;
+        int h = index % c->KvHeads, hd = c->HeadDim, n = job.Keys, group = c->Group;
         float* kBase = job.K + ((long)h * job.Capacity + job.FirstKey) * hd;
         float* vBase = job.V + ((long)h * job.Capacity + job.FirstKey) * hd;
-        float[]? rented = n > 4096 ? System.Buffers.ArrayPool<float>.Shared.Rent(n) : null;
-        Span<float> scores = rented ?? stackalloc float[n];
+        float* q = job.Q + (long)h * group * hd;
+        float* o = job.Out + (long)h * group * hd;
+        int need = group * n;
+        float[]? rented = need > 8192 ? System.Buffers.ArrayPool<float>.Shared.Rent(need) : null;
+        Span<float> scoreSpan = rented ?? stackalloc float[need];
         try
         {
-            for (int g = 0; g < c->Group; g++)
+            fixed (float* scores = scoreSpan)
             {
-                int head = h * c->Group + g;
-                float* q = job.Q + head * hd;
-                float max = float.NegativeInfinity;
                 for (int j = 0; j < n; j++)
                 {
-                    float s = NativeOps.Dot(q, kBase + (long)j * hd, hd) * c->Scale;
-                    scores[j] = s;
-                    if (s > max) max = s;
+                    float* k = kBase + (long)j * hd;
+                    for (int g = 0; g < group; g++) scores[g * n + j] = Dot(q + g * hd, k, hd) * c->Scale;
                 }
-                float sum = 0;
+                for (int g = 0; g < group; g++)
+                {
+                    float* sg = scores + g * n;
+                    float max = float.NegativeInfinity;
+                    for (int j = 0; j < n; j++) max = MathF.Max(max, sg[j]);
+                    float sum = 0;
+                    for (int j = 0; j < n; j++)
+                    {
+                        float e = MathF.Exp(sg[j] - max);
+                        sg[j] = e;
+                        sum += e;
+                    }
+                    float inv = 1f / sum;
+                    for (int j = 0; j < n; j++) sg[j] *= inv;
+                }
+                new Span<float>(o, group * hd).Clear();
                 for (int j = 0; j < n; j++)
                 {
-                    float e = MathF.Exp(scores[j] - max);
-                    scores[j] = e;
-                    sum += e;
+                    float* v = vBase + (long)j * hd;
+                    for (int g = 0; g < group; g++) Axpy(scores[g * n + j], v, o + g * hd, hd);
                 }
-                float inv = 1f / sum;
-                float* o = job.Out + head * hd;
-                new Span<float>(o, hd).Clear();
-                for (int j = 0; j < n; j++) Axpy(scores[j] * inv, vBase + (long)j * hd, o, hd);
             }
         }
         finally
@@ -84,15 +95,30 @@ internal static unsafe class DecodeAttention
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(float* a, float* b, int n)
+    {
+        int i = 0;
+        float s = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i + 8 <= n; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc);
+            s = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) s += a[i] * b[i];
+        return s;
+    }
+
     /// <summary>y += a * x.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Axpy(float a, float* x, float* y, int n)
     {
         int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        if (Vector256.IsHardwareAccelerated)
         {
-            var va = Vector512.Create(a);
-            for (; i + 16 <= n; i += 16) Vector512.FusedMultiplyAdd(va, Vector512.Load(x + i), Vector512.Load(y + i)).Store(y + i);
+            var va = Vector256.Create(a);
+            for (; i + 8 <= n; i += 8) Vector256.FusedMultiplyAdd(va, Vector256.Load(x + i), Vector256.Load(y + i)).Store(y + i);
         }
         for (; i < n; i++) y[i] += a * x[i];
     }

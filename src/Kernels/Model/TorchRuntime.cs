@@ -38,7 +38,10 @@ public static class TorchRuntime
     /// AVX-512 BF16 (oneDNN) it is ~4x faster than fp32; without it (AVX2-only machines) torch falls back to a
     /// reference kernel ~100x slower than fp32, so large-batch matmuls convert the weight block instead.
     /// </summary>
-    public static bool Bf16MatmulIsFast => Bf16Fast.Value;
+    public static bool Bf16MatmulIsFast => Bf16MatmulOverride ?? Bf16Fast.Value;
+
+    /// <summary>Forces the choice above (tests run both paths on any machine); null = probe.</summary>
+    internal static bool? Bf16MatmulOverride { get; set; }
 
     private static bool ProbeBf16Matmul()
     {

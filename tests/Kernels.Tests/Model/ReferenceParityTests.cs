@@ -51,6 +51,34 @@ public class ReferenceParityTests
     [MemberData(nameof(Families))]
     public void Prefill_logits_match_reference_in_bf16(ModelArchitecture arch) => Prefill(arch, WeightPrecision.BF16, Bf16Tolerance);
 
+    /// <summary>Prefill-sized bf16 matmuls go through torch's bf16 matmul on CPUs with bf16 hardware and through
+    /// widened fp32 weights elsewhere; both must agree with the reference whatever machine runs the tests.</summary>
+    [Theory]
+    [InlineData(ModelArchitecture.Mixtral, true)]
+    [InlineData(ModelArchitecture.Mixtral, false)]
+    [InlineData(ModelArchitecture.Qwen2Moe, true)]
+    [InlineData(ModelArchitecture.Olmoe, false)]
+    public void Bf16_prefill_matches_reference_on_both_matmul_paths(ModelArchitecture arch, bool torchBf16)
+    {
+        var saved = TorchRuntime.Bf16MatmulOverride;
+        TorchRuntime.Bf16MatmulOverride = torchBf16;
+        try
+        {
+            string dir = TinyCheckpoints.Get(arch);
+            var reference = ReferenceModel.Load(dir);
+            using var model = MoeModel.Load(dir, WeightPrecision.BF16);
+            using var seq = model.NewSequence();
+            // 40 tokens: above the native-kernel row limit, so the torch matmul path runs.
+            var prompt = Enumerable.Range(0, 40).Select(i => Prompt[i % Prompt.Length] + i).ToArray();
+            AssertClose(model.ForwardSequence(seq, prompt), reference.Forward(reference.NewSequence(), prompt), Bf16Tolerance,
+                $"{arch} bf16 prefill, torch bf16 matmul={torchBf16}");
+        }
+        finally
+        {
+            TorchRuntime.Bf16MatmulOverride = saved;
+        }
+    }
+
     private static void Prefill(ModelArchitecture arch, WeightPrecision precision, double tol)
     {
         string dir = TinyCheckpoints.Get(arch);

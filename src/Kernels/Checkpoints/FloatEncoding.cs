@@ -1,4 +1,5 @@
 using MoeServer.Kernels.Formats;
+using MoeServer.Kernels.Native;
 
 namespace MoeServer.Kernels.Checkpoints;
 
@@ -14,8 +15,7 @@ public static class FloatEncoding
                 System.Runtime.InteropServices.MemoryMarshal.AsBytes(values).CopyTo(bytes);
                 break;
             case TensorDType.BF16:
-                for (int i = 0; i < values.Length; i++)
-                    BitConverter.TryWriteBytes(bytes.AsSpan(2 * i), ToBf16(values[i]));
+                Bf16Convert.ToBf16(values, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan()));
                 break;
             default:
                 for (int i = 0; i < values.Length; i++)
@@ -23,13 +23,5 @@ public static class FloatEncoding
                 break;
         }
         return bytes;
-    }
-
-    public static ushort ToBf16(float f)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits(f);
-        if (float.IsNaN(f)) return (ushort)((bits >> 16) | 0x40);
-        uint rounding = 0x7FFF + ((bits >> 16) & 1);
-        return (ushort)((bits + rounding) >> 16);
     }
 }

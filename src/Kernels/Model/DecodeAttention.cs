@@ -64,7 +64,7 @@ internal static unsafe class DecodeAttention
                 for (int j = 0; j < n; j++)
                 {
                     float* k = kBase + (long)j * hd;
-                    for (int g = 0; g < group; g++) scores[g * n + j] = Dot(q + g * hd, k, hd) * c->Scale;
+                    for (int g = 0; g < group; g++) scores[g * n + j] = NativeOps.Dot(q + g * hd, k, hd) * c->Scale;
                 }
                 for (int g = 0; g < group; g++)
                 {
@@ -93,21 +93,6 @@ internal static unsafe class DecodeAttention
         {
             if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(float* a, float* b, int n)
-    {
-        int i = 0;
-        float s = 0;
-        if (Vector256.IsHardwareAccelerated && n >= 8)
-        {
-            var acc = Vector256<float>.Zero;
-            for (; i + 8 <= n; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc);
-            s = Vector256.Sum(acc);
-        }
-        for (; i < n; i++) s += a[i] * b[i];
-        return s;
     }
 
     /// <summary>y += a * x.</summary>

@@ -38,7 +38,7 @@ public sealed class ExpertFfn : IDisposable
     /// <summary>Decode-sized batches: gate and up read in one fused pass, silu(g)*u never leaves the kernel.</summary>
     private unsafe Tensor NativeForward(Tensor rows)
     {
-        using var x = rows.dtype == ScalarType.Float32 && rows.is_contiguous() ? rows.alias() : rows.to(ScalarType.Float32).contiguous();
+        using var x = TorchInterop.ContiguousFloat32(rows);
         int m = (int)x.shape[0], k = (int)GateUp.InFeatures;
         using var h = torch.empty(m, IntermediateSize, ScalarType.Float32);
         Bf16Gemv.SiluGateUp((ushort*)TorchInterop.DataPointer(GateUp.Weight), IntermediateSize, k,

@@ -42,7 +42,7 @@ public sealed class KvCache : IDisposable
         {
             int cap = _capacity;
             while (cap < needed) cap *= 2;
-            if (cap != _capacity || _k[layer] is null) Grow(cap, start);
+            if (cap != _capacity || _k[layer] is null) Grow(cap);
         }
         using (torch.no_grad())
         {
@@ -52,7 +52,7 @@ public sealed class KvCache : IDisposable
         return (_k[layer]!.narrow(1, 0, needed), _v[layer]!.narrow(1, 0, needed));
     }
 
-    private void Grow(int capacity, int keep)
+    private void Grow(int capacity)
     {
         for (int l = 0; l < _k.Length; l++)
         {
@@ -73,7 +73,6 @@ public sealed class KvCache : IDisposable
             _v[l] = nv;
         }
         _capacity = capacity;
-        _ = keep;
     }
 
     /// <summary>Stores one position's keys and values ([kvHeads*headDim] each) for a layer, growing as needed.</summary>
@@ -84,7 +83,7 @@ public sealed class KvCache : IDisposable
         {
             int cap = _capacity;
             while (cap <= position) cap *= 2;
-            Grow(cap, position);
+            Grow(cap);
         }
         float* kd = (float*)TorchInterop.DataPointer(_k[layer]!);
         float* vd = (float*)TorchInterop.DataPointer(_v[layer]!);

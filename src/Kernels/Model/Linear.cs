@@ -48,7 +48,7 @@ public sealed class Linear : IDisposable
 
     private unsafe Tensor NativeForward(Tensor x)
     {
-        using var xc = x.dtype == ScalarType.Float32 && x.is_contiguous() ? x.alias() : x.to(ScalarType.Float32).contiguous();
+        using var xc = TorchInterop.ContiguousFloat32(x);
         int m = (int)xc.shape[0], n = (int)OutFeatures, k = (int)InFeatures;
         var y = torch.empty(m, n, ScalarType.Float32);
         Bf16Gemv.Multiply((ushort*)TorchInterop.DataPointer(Weight), n, k, (float*)TorchInterop.DataPointer(xc), m,

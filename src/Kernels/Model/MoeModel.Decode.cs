@@ -64,25 +64,9 @@ public sealed partial class MoeModel
 
         using var attn = torch.empty(T, qw, ScalarType.Float32);
         float* ap = (float*)TorchInterop.DataPointer(attn);
-        var jobs = new DecodeAttention.Job[T];
-        for (int t = 0; t < T; t++)
-        {
-            var cache = batch.Segments[batch.SegmentOfRow[t]].Cache;
-            var (kp, vp, cap) = cache.Raw(layer);
-            int total = batch.Positions[t] + 1, first = 0;
-            if (cfg.SlidingWindow is { } win && total > win) first = total - win;
-            jobs[t] = new DecodeAttention.Job
-            {
-                Q = qkvp + (long)t * stride,
-                Out = ap + (long)t * qw,
-                K = (float*)kp,
-                V = (float*)vp,
-                Capacity = cap,
-                FirstKey = first,
-                Keys = total - first,
-            };
-        }
-        DecodeAttention.Run(jobs, cfg.NumKvHeads, cfg.NumHeads / cfg.NumKvHeads, hd);
+        var rows = new (int Segment, int Row)[T];
+        for (int t = 0; t < T; t++) rows[t] = (batch.SegmentOfRow[t], t);
+        RunDecodeAttention(layer, batch, rows, qkvp, stride, ap);
 
         using var o = w.Output.Forward(attn);
         var result = torch.empty(T, H, ScalarType.Float32);

@@ -146,7 +146,14 @@ public sealed partial class MoeModel : IDisposable
             if (len == 1 && UseNativeDecodeAttention) decodeJobs.Add((s, start));
             else attn.narrow(0, start, len).copy_(SegmentAttention(q.narrow(0, start, len), keys, values, pos0));
         }
-        if (decodeJobs.Count > 0) RunDecodeAttention(layer, batch, decodeJobs, q, attn);
+        if (decodeJobs.Count > 0)
+        {
+            unsafe
+            {
+                RunDecodeAttention(layer, batch, decodeJobs, (float*)TorchInterop.DataPointer(q), cfg.QWidth,
+                    (float*)TorchInterop.DataPointer(attn));
+            }
+        }
         var o = w.Output.Forward(attn);
         return scope.MoveToOuter(x + o);
     }
@@ -154,23 +161,23 @@ public sealed partial class MoeModel : IDisposable
     /// <summary>Single-token segments attend over their caches in native code (see <see cref="DecodeAttention"/>).</summary>
     public static bool UseNativeDecodeAttention { get; set; } = true;
 
-    private unsafe void RunDecodeAttention(int layer, BatchLayout batch, List<(int Segment, int Row)> rows, Tensor q, Tensor attn)
+    /// <summary>Attention for the given single-token rows: each row's query heads start at q + row*qStride; its
+    /// output goes to attn + row*QWidth. The rows' keys/values must already be in their caches.</summary>
+    private unsafe void RunDecodeAttention(int layer, BatchLayout batch, IReadOnlyList<(int Segment, int Row)> rows,
+        float* q, int qStride, float* attn)
     {
         var cfg = Config;
         var jobs = new DecodeAttention.Job[rows.Count];
-        float* qp = (float*)TorchInterop.DataPointer(q);
-        float* op = (float*)TorchInterop.DataPointer(attn);
         for (int i = 0; i < rows.Count; i++)
         {
             var (s, row) = rows[i];
-            var cache = batch.Segments[s].Cache;
-            var (kp, vp, cap) = cache.Raw(layer);
-            int total = cache.Length + 1, first = 0;
+            var (kp, vp, cap) = batch.Segments[s].Cache.Raw(layer);
+            int total = batch.Positions[row] + 1, first = 0;
             if (cfg.SlidingWindow is { } win && total > win) first = total - win;
             jobs[i] = new DecodeAttention.Job
             {
-                Q = qp + (long)row * cfg.QWidth,
-                Out = op + (long)row * cfg.QWidth,
+                Q = q + (long)row * qStride,
+                Out = attn + (long)row * cfg.QWidth,
                 K = (float*)kp,
                 V = (float*)vp,
                 Capacity = cap,

@@ -83,7 +83,7 @@ internal static unsafe class NativeOps
         for (int i = 0; i < n; i++) x[i] *= s;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot(float* a, float* b, int n)
     {
         int i = 0;

@@ -36,6 +36,10 @@ public static unsafe partial class TorchInterop
         return t;
     }
 
+    /// <summary>A contiguous fp32 view of x (an alias when it already is one); dispose it after use.</summary>
+    public static Tensor ContiguousFloat32(Tensor x) =>
+        x.dtype == ScalarType.Float32 && x.is_contiguous() ? x.alias() : x.to(ScalarType.Float32).contiguous();
+
     /// <summary>Copies a contiguous CPU tensor's elements into a managed array.</summary>
     public static float[] ToFloatArray(Tensor t)
     {

@@ -122,8 +122,8 @@ public sealed partial class ChatTemplate
                     throw new InvalidDataException($"{configPath}: expected a JSON object.");
                 }
 
-                bos = ReadTokenSetting(root, "bos_token");
-                eos = ReadTokenSetting(root, "eos_token");
+                bos = HfTokenizer.ReadTokenSetting(root, "bos_token");
+                eos = HfTokenizer.ReadTokenSetting(root, "eos_token");
                 if (root.TryGetProperty("chat_template", out JsonElement ct))
                 {
                     template = ReadTemplateSetting(ct, configPath);
@@ -632,21 +632,6 @@ public sealed partial class ChatTemplate
         }
 
         return sb.ToString();
-    }
-
-    private static string? ReadTokenSetting(JsonElement root, string name)
-    {
-        if (!root.TryGetProperty(name, out JsonElement v))
-        {
-            return null;
-        }
-
-        return v.ValueKind switch
-        {
-            JsonValueKind.String => v.GetString(),
-            JsonValueKind.Object when v.TryGetProperty("content", out JsonElement c) && c.ValueKind == JsonValueKind.String => c.GetString(),
-            _ => null,
-        };
     }
 
     private static string? ReadTemplateSetting(JsonElement ct, string configPath)

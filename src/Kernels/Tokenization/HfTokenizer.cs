@@ -331,7 +331,8 @@ public sealed class HfTokenizer
         }
     }
 
-    private static string? ReadTokenSetting(JsonElement root, string name)
+    /// <summary>A token setting of tokenizer_config.json: a plain string or an AddedToken object's content.</summary>
+    internal static string? ReadTokenSetting(JsonElement root, string name)
     {
         if (!root.TryGetProperty(name, out JsonElement v))
         {

@@ -1,0 +1,1 @@
+namespace MoeServer.Actors; internal static class Placeholder {}

@@ -35,6 +35,35 @@ public sealed class ExpertFfn : IDisposable
         return scope.MoveToOuter(Down.Forward(h));
     }
 
+    /// <summary>
+    /// rows [count, H] fp32 in a managed array -> [count, H] fp32: the form expert entities receive and send.
+    /// Decode-sized bf16 blocks on the CPU run the native kernels straight on the arrays (no tensor round trip).
+    /// </summary>
+    public float[] Forward(float[] rows, int count)
+    {
+        int h = (int)GateUp.InFeatures;
+        if (rows.Length != (long)count * h)
+            throw new ArgumentException($"expected {count} rows of {h} floats, got {rows.Length} floats", nameof(rows));
+        var y = new float[(long)count * h];
+        if (count == 0) return y;
+        if (GateUp.Weight.dtype == ScalarType.BFloat16 && count <= Linear.NativeMaxRows && GateUp.Weight.device_type == DeviceType.CPU)
+        {
+            var hidden = new float[(long)count * IntermediateSize];
+            unsafe
+            {
+                fixed (float* xp = rows, hp = hidden, yp = y)
+                {
+                    Bf16Gemv.SiluGateUp((ushort*)TorchInterop.DataPointer(GateUp.Weight), IntermediateSize, h, xp, count, hp);
+                    Bf16Gemv.Multiply((ushort*)TorchInterop.DataPointer(Down.Weight), h, IntermediateSize, hp, count, yp);
+                }
+            }
+            return y;
+        }
+        using var scope = torch.NewDisposeScope();
+        var x = torch.tensor(rows, [count, h]).to(GateUp.Weight.device);
+        return TorchInterop.ToFloatArray(Forward(x));
+    }
+
     /// <summary>Decode-sized batches: gate and up read in one fused pass, silu(g)*u never leaves the kernel.</summary>
     private unsafe Tensor NativeForward(Tensor rows)
     {
@@ -44,6 +73,14 @@ public sealed class ExpertFfn : IDisposable
         Bf16Gemv.SiluGateUp((ushort*)TorchInterop.DataPointer(GateUp.Weight), IntermediateSize, k,
             (float*)TorchInterop.DataPointer(x), m, (float*)TorchInterop.DataPointer(h));
         return Down.Forward(h);
+    }
+
+    /// <summary>This FFN's weights moved to <paramref name="device"/> (this instance is disposed).</summary>
+    public ExpertFfn To(Device device)
+    {
+        var moved = new ExpertFfn(GateUp.Weight.to(device), Down.Weight.to(device));
+        Dispose();
+        return moved;
     }
 
     public void Dispose()

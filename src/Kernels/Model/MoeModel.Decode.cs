@@ -85,12 +85,7 @@ public sealed partial class MoeModel
         float* hp = (float*)TorchInterop.DataPointer(h);
         NativeOps.RmsNorm(xp, H, (float*)TorchInterop.DataPointer(w.PostAttentionNorm), hp, H, T, H, cfg.RmsNormEps);
 
-        // Router: E dot products per token, fp32.
-        float* rw = (float*)TorchInterop.DataPointer(w.Router!);
-        var logits = new float[T * E];
-        for (int t = 0; t < T; t++)
-            for (int e = 0; e < E; e++)
-                logits[t * E + e] = NativeOps.Dot(hp + (long)t * H, rw + (long)e * H, H);
+        var logits = RouterLogits(w.Router!, hp, T);
         var routing = RouteFromLogits(layer, logits, batch);
         RoutingObserver?.Invoke(routing);
 

@@ -83,6 +83,20 @@ internal static unsafe class NativeOps
         for (int i = 0; i < n; i++) x[i] *= s;
     }
 
+    /// <summary>y += a * x over n floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Axpy(float a, float* x, float* y, int n)
+    {
+        int i = 0;
+        if (Vector.IsHardwareAccelerated)
+        {
+            var va = new Vector<float>(a);
+            for (; i + Vector<float>.Count <= n; i += Vector<float>.Count)
+                *(Vector<float>*)(y + i) += va * *(Vector<float>*)(x + i);
+        }
+        for (; i < n; i++) y[i] += a * x[i];
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot(float* a, float* b, int n)
     {

@@ -40,10 +40,10 @@ public static unsafe partial class TorchInterop
     public static Tensor ContiguousFloat32(Tensor x) =>
         x.dtype == ScalarType.Float32 && x.is_contiguous() ? x.alias() : x.to(ScalarType.Float32).contiguous();
 
-    /// <summary>Copies a contiguous CPU tensor's elements into a managed array.</summary>
+    /// <summary>Copies a tensor's elements (any device) into a managed fp32 array.</summary>
     public static float[] ToFloatArray(Tensor t)
     {
-        using var c = t.to(ScalarType.Float32).contiguous();
+        using var c = t.to(ScalarType.Float32).cpu().contiguous();
         var result = new float[c.numel()];
         fixed (float* dst = result)
             Buffer.MemoryCopy(DataPointer(c), dst, result.LongLength * 4, result.LongLength * 4);

@@ -1,0 +1,15 @@
+using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Sampling;
+
+namespace MoeServer.Actors.Generation;
+
+/// <summary>What the gateway hands the engine: a tokenized prompt and how to continue it.</summary>
+/// <param name="RequestId">Appears in every log line about the request on every node.</param>
+/// <param name="Routing">Per-request MoE options: top_k_experts and disabled_experts.</param>
+/// <param name="Timeout">Deadline from submission; past it the request ends with finish reason error.</param>
+public sealed record GenerationRequest(
+    string RequestId,
+    IReadOnlyList<int> PromptTokens,
+    SamplingParams Sampling,
+    RoutingOverride? Routing = null,
+    TimeSpan? Timeout = null);

@@ -1,0 +1,97 @@
+using System.Threading.Channels;
+using Akka.Actor;
+using MoeServer.Actors.Scheduling;
+using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Tokenization;
+
+namespace MoeServer.Actors.Generation;
+
+/// <summary>
+/// The engine as the gateway sees it: submit a tokenized request, get its token stream. Validation errors name the
+/// request field; a full queue is refused at once (<see cref="EngineOverloadedException"/>).
+/// </summary>
+public sealed class MoeEngine
+{
+    private readonly ActorSystem _system;
+    private readonly IActorRef _scheduler;
+    private readonly SchedulerOptions _options;
+
+    public MoeEngine(ActorSystem system, IActorRef scheduler, ModelConfig config, HfTokenizer tokenizer, SchedulerOptions options)
+    {
+        _system = system;
+        _scheduler = scheduler;
+        Config = config;
+        Tokenizer = tokenizer;
+        _options = options;
+    }
+
+    public ModelConfig Config { get; }
+    public HfTokenizer Tokenizer { get; }
+    public IActorRef Scheduler => _scheduler;
+
+    /// <summary>Admits the request (or throws) and returns its output stream. Cancelling <paramref name="clientGone"/>
+    /// later ends the generation with finish reason cancelled and frees its resources within one step.</summary>
+    public async Task<GenerationStream> SubmitAsync(GenerationRequest request, CancellationToken clientGone = default)
+    {
+        Validate(request);
+        var channel = Channel.CreateBounded<TokenChunk>(new BoundedChannelOptions(_options.StreamBufferChunks)
+        {
+            SingleReader = true,
+            SingleWriter = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        var admitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancel = new CancellationTokenSource();
+        var linked = CancellationTokenSource.CreateLinkedTokenSource(clientGone, cancel.Token);
+        var actor = _system.ActorOf(GenerationActor.PropsFor(request, _scheduler, channel.Writer, admitted, linked.Token),
+            "gen-" + Uri.EscapeDataString(request.RequestId) + "-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            await admitted.Task.ConfigureAwait(false);
+        }
+        catch
+        {
+            linked.Dispose();
+            cancel.Dispose();
+            throw;
+        }
+        return new GenerationStream(request.RequestId, channel.Reader, () =>
+        {
+            try
+            {
+                cancel.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // already finished
+            }
+        });
+    }
+
+    public Task<EngineStats> GetStatsAsync(TimeSpan? timeout = null) =>
+        _scheduler.Ask<EngineStats>(new SchedulerProtocol.GetStats(), timeout ?? TimeSpan.FromSeconds(5));
+
+    /// <summary>Stops admitting requests and completes when every running and waiting request has finished.</summary>
+    public Task DrainAsync(TimeSpan timeout) => _scheduler.Ask<SchedulerProtocol.Drained>(new SchedulerProtocol.Drain(), timeout);
+
+    private void Validate(GenerationRequest r)
+    {
+        if (string.IsNullOrWhiteSpace(r.RequestId)) throw new InvalidGenerationRequestException("request_id", "the request id is empty");
+        if (r.PromptTokens.Count == 0) throw new InvalidGenerationRequestException("prompt", "the prompt has no tokens");
+        foreach (int id in r.PromptTokens)
+            if ((uint)id >= (uint)Config.VocabSize)
+                throw new InvalidGenerationRequestException("prompt", $"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1})");
+        if (r.PromptTokens.Count >= Config.MaxPositionEmbeddings)
+            throw new InvalidGenerationRequestException("prompt",
+                $"the prompt has {r.PromptTokens.Count} tokens; the model's context window is {Config.MaxPositionEmbeddings}");
+        var errors = r.Sampling.GetValidationErrors(Config.VocabSize);
+        if (errors.Count > 0) throw new InvalidGenerationRequestException(errors[0].Field, errors[0].Message);
+        if (r.Routing is { } routing)
+        {
+            var re = routing.GetValidationErrors(Config);
+            if (re.Count > 0)
+                throw new InvalidGenerationRequestException(re[0].StartsWith("top_k_experts", StringComparison.Ordinal) ? "top_k_experts" : "disabled_experts", re[0]);
+        }
+        if (r.Timeout is { } t && t <= TimeSpan.Zero) throw new InvalidGenerationRequestException("timeout", "timeout must be positive");
+    }
+}

@@ -1,0 +1,24 @@
+using MoeServer.Kernels.Generation;
+using MoeServer.Kernels.Sampling;
+
+namespace MoeServer.Actors.Generation;
+
+/// <summary>Token counts of a finished request.</summary>
+public sealed record GenerationUsage(int PromptTokens, int CompletionTokens)
+{
+    public int TotalTokens => PromptTokens + CompletionTokens;
+}
+
+/// <summary>
+/// One piece of a request's output stream: the text that became final with this token (held back while a UTF-8
+/// character or a possible stop string is incomplete). The last chunk of every stream carries the finish reason and
+/// usage; a last chunk may have no token (<see cref="TokenId"/> = -1), e.g. when the request was cancelled.
+/// </summary>
+public sealed record TokenChunk(string RequestId, string Text, int TokenId, SampledToken? Token)
+{
+    public FinishReason? FinishReason { get; init; }
+    public GenerationUsage? Usage { get; init; }
+    /// <summary>Why the request failed (finish reason error): deadline, unavailable experts, ...</summary>
+    public string? Error { get; init; }
+    public bool IsFinal => FinishReason is not null;
+}

@@ -1,1 +1,0 @@
-namespace MoeServer.Actors; internal static class Placeholder {}

@@ -1,0 +1,312 @@
+using System.Diagnostics;
+using Akka.Actor;
+using Akka.Event;
+using MoeServer.Actors.Generation;
+using MoeServer.Kernels.Generation;
+using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Sampling;
+using MoeServer.Kernels.Tokenization;
+using static MoeServer.Actors.Scheduling.SchedulerProtocol;
+
+namespace MoeServer.Actors.Scheduling;
+
+/// <summary>
+/// The router: continuous batching over every admitted request. Each step takes one decode token from every
+/// running sequence and fills the rest of the token budget with prefill chunks, runs the model on the step thread
+/// (experts through the shard region), samples, and streams the tokens to each request's generation actor.
+/// Requests join and leave between steps; admission is bounded by running sequences and KV-cache memory, and a
+/// bounded wait queue refuses requests beyond it at once.
+/// </summary>
+public sealed class SchedulerActor : ReceiveActor
+{
+    private readonly MoeModel _model;
+    private readonly HfTokenizer _tokenizer;
+    private readonly SchedulerOptions _options;
+    private readonly StepRunner _runner;
+    private readonly StepThread _stepThread = new("moe-step");
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly LinkedList<SequenceState> _waiting = new();
+    private readonly List<SequenceState> _running = new();
+    private readonly Dictionary<string, SequenceState> _byId = new();
+    private readonly HashSet<int> _eos;
+    private readonly long _kvBytesPerToken;
+    private readonly StepTimings _totals = new();
+    private long _kvReserved;
+    private long _stepId;
+    private bool _stepInFlight;
+    private bool _draining;
+    private readonly List<IActorRef> _drainWaiters = new();
+    private long _completed, _promptTokens, _generatedTokens;
+
+    public SchedulerActor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options)
+    {
+        _model = model;
+        _tokenizer = tokenizer;
+        _options = options;
+        _runner = new StepRunner(model, dispatcher(Context.GetLogger()));
+        var cfg = model.Config;
+        _eos = new HashSet<int>(cfg.EosTokenIds);
+        if (tokenizer.EosId is { } te) _eos.Add(te);
+        _kvBytesPerToken = 2L * cfg.NumLayers * cfg.NumKvHeads * cfg.HeadDim * sizeof(float);
+
+        Receive<Submit>(OnSubmit);
+        Receive<Cancel>(OnCancel);
+        Receive<Pause>(m =>
+        {
+            if (_byId.TryGetValue(m.RequestId, out var s)) s.Paused = true;
+        });
+        Receive<Resume>(m =>
+        {
+            if (!_byId.TryGetValue(m.RequestId, out var s)) return;
+            s.Paused = false;
+            MaybeStep();
+        });
+        Receive<StepResult>(OnStepDone);
+        Receive<Status.Failure>(f => _log.Error(f.Cause, "step thread failed"));
+        Receive<GetStats>(_ => Sender.Tell(Stats()));
+        Receive<Drain>(_ =>
+        {
+            if (!_draining) _log.Info("draining: no new requests; {0} running, {1} waiting", _running.Count, _waiting.Count);
+            _draining = true;
+            _drainWaiters.Add(Sender);
+            CheckDrained();
+        });
+    }
+
+    public delegate Experts.ExpertDispatcher ExpertDispatcherFactory(ILoggingAdapter log);
+
+    public static Props PropsFor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options) =>
+        Props.Create(() => new SchedulerActor(model, tokenizer, dispatcher, options));
+
+    private void OnSubmit(Submit m)
+    {
+        var req = m.Request;
+        if (_draining)
+        {
+            m.Generation.Tell(new Rejected(req.RequestId, RejectionKind.Draining, "the server is shutting down and takes no new requests"));
+            return;
+        }
+        if (_byId.ContainsKey(req.RequestId))
+        {
+            m.Generation.Tell(new Rejected(req.RequestId, RejectionKind.Invalid, $"request id {req.RequestId} is already in use"));
+            return;
+        }
+        int ctx = _model.Config.MaxPositionEmbeddings;
+        int prompt = req.PromptTokens.Count;
+        int maxTokens = Math.Min(req.Sampling.MaxTokens ?? _options.DefaultMaxTokens, ctx - prompt);
+        long need = (prompt + maxTokens) * _kvBytesPerToken;
+        if (need > _options.KvCacheBudgetBytes)
+        {
+            m.Generation.Tell(new Rejected(req.RequestId, RejectionKind.Invalid,
+                $"prompt ({prompt} tokens) + max_tokens ({maxTokens}) need {need >> 20} MiB of KV cache, over the engine's budget of {_options.KvCacheBudgetBytes >> 20} MiB"));
+            return;
+        }
+        bool runsNow = _waiting.Count == 0 && _running.Count < _options.MaxRunningSequences && _kvReserved + need <= _options.KvCacheBudgetBytes;
+        if (!runsNow && _waiting.Count >= _options.MaxQueuedRequests)
+        {
+            _log.Warning("[{0}] refused: queue full ({1} running, {2} waiting)", req.RequestId, _running.Count, _waiting.Count);
+            m.Generation.Tell(new Rejected(req.RequestId, RejectionKind.Overloaded,
+                $"the engine is at capacity ({_running.Count} running, {_waiting.Count} waiting, queue limit {_options.MaxQueuedRequests}); retry later"));
+            return;
+        }
+        var state = new SequenceState
+        {
+            Request = req,
+            Generation = m.Generation,
+            MaxTokens = maxTokens,
+            ReservedKvBytes = need,
+            Prompt = req.PromptTokens.ToArray(),
+            Sampler = new TokenSampler(req.Sampling, req.PromptTokens.ToArray()),
+            Detokenizer = new StreamingDetokenizer(_tokenizer, skipSpecialTokens: true),
+            Stops = new StopStringMatcher(req.Sampling.StopStrings ?? []),
+        };
+        _byId[req.RequestId] = state;
+        _waiting.AddLast(state);
+        m.Generation.Tell(new Admitted(req.RequestId));
+        _log.Debug("[{0}] queued: {1} prompt tokens, max_tokens {2}", req.RequestId, prompt, maxTokens);
+        TryAdmit();
+        MaybeStep();
+    }
+
+    private void OnCancel(Cancel m)
+    {
+        if (!_byId.TryGetValue(m.RequestId, out var s)) return;
+        _log.Info("[{0}] ending early: {1}{2}", m.RequestId, m.Reason, m.Error is null ? "" : " (" + m.Error + ")");
+        if (s.InStep) s.PendingFinish = (m.Reason, m.Error);
+        else Finish(s, m.Reason, "", -1, null, m.Error);
+        TryAdmit();
+        MaybeStep();
+    }
+
+    private void TryAdmit()
+    {
+        while (_waiting.First is { } node)
+        {
+            var s = node.Value;
+            if (_running.Count >= _options.MaxRunningSequences) break;
+            if (_kvReserved + s.ReservedKvBytes > _options.KvCacheBudgetBytes) break;
+            _waiting.RemoveFirst();
+            s.Cache = _model.NewSequence(s.Prompt.Length + s.MaxTokens);
+            _kvReserved += s.ReservedKvBytes;
+            _running.Add(s);
+        }
+    }
+
+    private void MaybeStep()
+    {
+        if (_stepInFlight) return;
+        var plan = FormPlan();
+        if (plan is null) return;
+        _stepInFlight = true;
+        foreach (var seg in plan.Segments) seg.Sequence.InStep = true;
+        _stepThread.Run(() => _runner.Run(plan)).PipeTo(Self);
+    }
+
+    /// <summary>Decode tokens first (latency of running streams), then prefill chunks in admission order.</summary>
+    private StepPlan? FormPlan()
+    {
+        int budget = _options.MaxBatchTokens;
+        var segments = new List<StepSegment>();
+        foreach (var s in _running)
+        {
+            if (budget == 0) break;
+            if (s.IsPrefilling || s.Paused || s.PendingFinish is not null) continue;
+            segments.Add(new StepSegment(s, [s.LastToken], NeedsLogits: true, IsPrefill: false));
+            budget--;
+        }
+        foreach (var s in _running)
+        {
+            if (budget == 0) break;
+            if (!s.IsPrefilling || s.PendingFinish is not null) continue;
+            int chunk = Math.Min(Math.Min(s.Prompt.Length - s.Prefilled, _options.PrefillChunk), budget);
+            segments.Add(new StepSegment(s, s.Prompt.AsSpan(s.Prefilled, chunk).ToArray(),
+                NeedsLogits: s.Prefilled + chunk == s.Prompt.Length, IsPrefill: true));
+            budget -= chunk;
+        }
+        return segments.Count == 0 ? null : new StepPlan(++_stepId, segments);
+    }
+
+    private void OnStepDone(StepResult r)
+    {
+        _stepInFlight = false;
+        long t0 = Stopwatch.GetTimestamp();
+        if (r.Error is not null)
+        {
+            var ids = string.Join(",", r.Plan.Segments.Select(s => s.Sequence.Id));
+            _log.Error("[{0}] step {1} failed: {2}", ids, r.Plan.StepId, r.Error.Message);
+        }
+        for (int i = 0; i < r.Plan.Segments.Count; i++)
+        {
+            var seg = r.Plan.Segments[i];
+            var s = seg.Sequence;
+            s.InStep = false;
+            if (!_byId.ContainsKey(s.Id)) continue;
+            if (r.Error is not null)
+            {
+                Finish(s, FinishReason.Error, "", -1, null, ErrorText(r.Error));
+                continue;
+            }
+            if (seg.IsPrefill)
+            {
+                s.Prefilled += seg.Tokens.Length;
+                _promptTokens += seg.Tokens.Length;
+            }
+            if (s.PendingFinish is { } pf)
+            {
+                Finish(s, pf.Reason, "", -1, null, pf.Error);
+                continue;
+            }
+            if (seg.NeedsLogits) OnToken(s, s.Sampler.Sample(r.Logits[i]));
+        }
+        r.Timings.SamplingMs += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        _totals.Add(r.Timings);
+        TryAdmit();
+        MaybeStep();
+    }
+
+    private static string ErrorText(Exception e) => e is Experts.ExpertUnavailableException or Serialization.MessageTooLargeException
+        ? e.Message
+        : $"the model step failed: {e.Message}";
+
+    private void OnToken(SequenceState s, SampledToken tok)
+    {
+        s.Generated++;
+        _generatedTokens++;
+        s.LastToken = tok.TokenId;
+        var stopIds = s.Request.Sampling.StopTokenIds;
+        if (_eos.Contains(tok.TokenId) || (stopIds is not null && stopIds.Contains(tok.TokenId)))
+        {
+            Finish(s, FinishReason.Stop, FlushText(s), tok.TokenId, tok, null);
+            return;
+        }
+        var step = s.Stops.Append(s.Detokenizer.Push(tok.TokenId));
+        if (step.Stopped)
+        {
+            Finish(s, FinishReason.Stop, step.Text, tok.TokenId, tok, null);
+            return;
+        }
+        if (s.Generated >= s.MaxTokens)
+        {
+            Finish(s, FinishReason.Length, step.Text + FlushText(s), tok.TokenId, tok, null);
+            return;
+        }
+        s.Generation.Tell(new Emit(new TokenChunk(s.Id, step.Text, tok.TokenId, tok)));
+    }
+
+    private static string FlushText(SequenceState s) => s.Stops.IsStopped ? "" : s.Stops.Append(s.Detokenizer.Flush()).Text + s.Stops.Flush();
+
+    /// <summary>Sends the final chunk and frees the sequence's KV cache, reservation and slot.</summary>
+    private void Finish(SequenceState s, FinishReason reason, string text, int tokenId, SampledToken? tok, string? error)
+    {
+        _byId.Remove(s.Id);
+        if (!_running.Remove(s)) _waiting.Remove(s);
+        else _kvReserved -= s.ReservedKvBytes;
+        s.Cache?.Dispose();
+        s.Cache = null;
+        _completed++;
+        s.Generation.Tell(new Emit(new TokenChunk(s.Id, text, tokenId, tok)
+        {
+            FinishReason = reason,
+            Usage = new GenerationUsage(s.Prompt.Length, s.Generated),
+            Error = error,
+        }));
+        _log.Debug("[{0}] finished: {1}, {2} prompt + {3} generated tokens", s.Id, reason, s.Prompt.Length, s.Generated);
+        CheckDrained();
+    }
+
+    private void CheckDrained()
+    {
+        if (!_draining || _running.Count > 0 || _waiting.Count > 0) return;
+        foreach (var w in _drainWaiters) w.Tell(new Drained());
+        _drainWaiters.Clear();
+    }
+
+    private EngineStats Stats() => new(
+        _running.Count,
+        _waiting.Count,
+        _running.Count(s => s.Paused),
+        _kvReserved,
+        _options.KvCacheBudgetBytes,
+        _running.Sum(s => s.Cache?.Bytes ?? 0),
+        _draining,
+        _completed,
+        _promptTokens,
+        _generatedTokens,
+        _totals.Clone());
+
+    protected override void PostStop()
+    {
+        _stepThread.Dispose();
+        foreach (var s in _byId.Values.ToArray())
+        {
+            if (s.InStep) continue; // the step thread still uses its cache; it ends with the process
+            s.Cache?.Dispose();
+            s.Generation.Tell(new Emit(new TokenChunk(s.Id, "", -1, null)
+            {
+                FinishReason = FinishReason.Error,
+                Usage = new GenerationUsage(s.Prompt.Length, s.Generated),
+                Error = "the engine stopped",
+            }));
+        }
+    }
+}

@@ -1,0 +1,33 @@
+using Akka.Actor;
+using MoeServer.Actors.Generation;
+using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Sampling;
+using MoeServer.Kernels.Tokenization;
+
+namespace MoeServer.Actors.Scheduling;
+
+/// <summary>A request inside the scheduler: waiting, prefilling (in chunks) or decoding. Owned by the scheduler actor;
+/// the step thread only reads the cache and tokens of the plan it was given.</summary>
+internal sealed class SequenceState
+{
+    public required GenerationRequest Request { get; init; }
+    public required IActorRef Generation { get; init; }
+    public required int MaxTokens { get; init; }
+    public required long ReservedKvBytes { get; init; }
+    public required TokenSampler Sampler { get; init; }
+    public required StreamingDetokenizer Detokenizer { get; init; }
+    public required StopStringMatcher Stops { get; init; }
+    public string Id => Request.RequestId;
+    public int[] Prompt { get; init; } = [];
+    public KvCache? Cache { get; set; }
+    /// <summary>Prompt tokens already in the cache.</summary>
+    public int Prefilled { get; set; }
+    public int Generated { get; set; }
+    public int LastToken { get; set; } = -1;
+    public bool InStep { get; set; }
+    public bool Paused { get; set; }
+    public (Kernels.Generation.FinishReason Reason, string? Error)? PendingFinish { get; set; }
+    public long QueuedAt { get; init; } = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public bool IsPrefilling => Prefilled < Prompt.Length;
+}

@@ -1,0 +1,13 @@
+namespace MoeServer.Actors.Scheduling;
+
+/// <summary>One step's work: per sequence the tokens to append (a prefill chunk or one decode token) and whether
+/// the step must produce next-token logits for it (decode, or the last chunk of a prompt).</summary>
+internal sealed record StepPlan(long StepId, IReadOnlyList<StepSegment> Segments)
+{
+    public int TotalTokens => Segments.Sum(s => s.Tokens.Length);
+}
+
+internal sealed record StepSegment(SequenceState Sequence, int[] Tokens, bool NeedsLogits, bool IsPrefill);
+
+/// <summary>What a step produced: logits rows for the segments that asked for them (in plan order), or an error.</summary>
+internal sealed record StepResult(StepPlan Plan, float[]?[] Logits, Exception? Error, StepTimings Timings);

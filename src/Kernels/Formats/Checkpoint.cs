@@ -40,29 +40,58 @@ public sealed class Checkpoint : IDisposable
         throw new CheckpointFormatException(dir, null, $"no {SingleFileName} or {IndexFileName} in the model directory");
     }
 
-    private static Checkpoint OpenSharded(string dir, string indexPath)
+    /// <summary>
+    /// The safetensors files of a checkpoint directory in ordinal name order, found as <see cref="Open"/> finds them
+    /// but without opening or checking them (fingerprints, listings).
+    /// </summary>
+    public static IReadOnlyList<string> FilePaths(string dir)
     {
-        Dictionary<string, string> weightMap;
+        string index = Path.Combine(dir, IndexFileName);
+        string single = Path.Combine(dir, SingleFileName);
+        if (File.Exists(index))
+        {
+            return ReadWeightMap(index)
+                .Select(kv => ShardPath(dir, index, kv.Key, kv.Value))
+                .Distinct(StringComparer.Ordinal)
+                .Order(StringComparer.Ordinal) // one directory: path order is file-name order
+                .ToList();
+        }
+        if (File.Exists(single)) return [single];
+        throw new CheckpointFormatException(dir, null, $"no {SingleFileName} or {IndexFileName} in the model directory");
+    }
+
+    private static string ShardPath(string dir, string indexPath, string tensor, string fileName)
+    {
+        if (fileName.Length == 0 || fileName.Contains('/') || fileName.Contains('\\'))
+            throw new CheckpointFormatException(indexPath, tensor, $"bad shard file name '{fileName}'");
+        return Path.Combine(dir, fileName);
+    }
+
+    private static Dictionary<string, string> ReadWeightMap(string indexPath)
+    {
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
             if (!doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
                 throw new CheckpointFormatException(indexPath, null, "no weight_map object");
-            weightMap = wm.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "", StringComparer.Ordinal);
+            return wm.EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "", StringComparer.Ordinal);
         }
         catch (JsonException e)
         {
             throw new CheckpointFormatException(indexPath, null, $"invalid JSON: {e.Message}", e);
         }
+    }
+
+    private static Checkpoint OpenSharded(string dir, string indexPath)
+    {
+        var weightMap = ReadWeightMap(indexPath);
         var files = new Dictionary<string, SafetensorsFile>();
         var ck = new Checkpoint(dir, files);
         try
         {
             foreach (var (tensor, fileName) in weightMap)
             {
-                if (fileName.Length == 0 || fileName.Contains('/') || fileName.Contains('\\'))
-                    throw new CheckpointFormatException(indexPath, tensor, $"bad shard file name '{fileName}'");
-                string path = Path.Combine(dir, fileName);
+                string path = ShardPath(dir, indexPath, tensor, fileName);
                 if (!files.TryGetValue(path, out var f))
                 {
                     if (!File.Exists(path))

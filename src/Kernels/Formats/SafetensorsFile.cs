@@ -10,7 +10,7 @@ namespace MoeServer.Kernels.Formats;
 /// </summary>
 public sealed unsafe class SafetensorsFile : IDisposable
 {
-    private const long MaxHeaderBytes = 100L * 1024 * 1024;
+    internal const long MaxHeaderBytes = 100L * 1024 * 1024;
     private readonly MemoryMappedFile? _map;
     private readonly MemoryMappedViewAccessor? _view;
     private readonly byte* _base;

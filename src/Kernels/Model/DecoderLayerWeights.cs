@@ -15,7 +15,10 @@ public sealed class DecoderLayerWeights : IDisposable
 
     /// <summary>Router [E, H] fp32 (null on dense layers). Kept fp32 so expert choice is not perturbed by rounding.</summary>
     public Tensor? Router { get; init; }
+    /// <summary>Routed experts, indexed by expert id; empty when <see cref="RoutedExpertsLoaded"/> is false.</summary>
     public IReadOnlyList<ExpertFfn> Experts { get; init; } = [];
+    /// <summary>False on a backbone-only load (<see cref="WeightSet.Backbone"/>): the experts run on expert nodes.</summary>
+    public bool RoutedExpertsLoaded { get; init; } = true;
     public ExpertFfn? SharedExpert { get; init; }
     /// <summary>[1, H] fp32: sigmoid(x . g) scales the shared expert.</summary>
     public Tensor? SharedExpertGate { get; init; }

@@ -7,9 +7,10 @@ using static TorchSharp.torch;
 namespace MoeServer.Kernels.Model;
 
 /// <summary>
-/// All weights of a checkpoint, read from the memory-mapped safetensors into tensors of the chosen precision.
-/// Accepts per-expert tensor names and the fused transformers-v5 layout; every tensor's shape is checked against
-/// config.json and a mismatch names the file and tensor.
+/// The weights of a checkpoint, read from the memory-mapped safetensors into tensors of the chosen precision: all of
+/// them, or the backbone without routed experts (<see cref="WeightSet"/>); <see cref="LoadExpert"/> reads one routed
+/// expert on its own. Accepts per-expert tensor names and the fused transformers-v5 layout; every tensor's shape is
+/// checked against config.json and a mismatch names the file and tensor.
 /// </summary>
 public sealed class ModelWeights : IDisposable
 {
@@ -18,26 +19,30 @@ public sealed class ModelWeights : IDisposable
     public required IReadOnlyList<DecoderLayerWeights> Layers { get; init; }
     public required Tensor FinalNorm { get; init; }
     public required Linear LmHead { get; init; }
-    /// <summary>Bytes read from the checkpoint files.</summary>
+    /// <summary>Bytes read from the checkpoint files (only the tensors of <see cref="WeightSet"/>).</summary>
     public long BytesRead { get; init; }
+    /// <summary>Which tensors were loaded; with <see cref="WeightSet.Backbone"/> sparse layers have no experts.</summary>
+    public WeightSet WeightSet { get; init; } = WeightSet.All;
     public bool TiedLmHead { get; init; }
     public TimeSpan LoadTime { get; init; }
 
     /// <summary>Reports (tensors done, tensors total) while loading.</summary>
     public delegate void LoadProgress(int done, int total);
 
-    public static ModelWeights Load(string dir, WeightPrecision precision, LoadProgress? progress = null)
+    public static ModelWeights Load(string dir, WeightPrecision precision, LoadProgress? progress = null,
+        WeightSet set = WeightSet.All)
     {
         var cfg = ModelConfig.Load(dir);
         using var ck = Checkpoint.Open(dir);
-        return Load(cfg, ck, precision, progress);
+        return Load(cfg, ck, precision, progress, set);
     }
 
-    public static ModelWeights Load(ModelConfig cfg, Checkpoint ck, WeightPrecision precision, LoadProgress? progress = null)
+    public static ModelWeights Load(ModelConfig cfg, Checkpoint ck, WeightPrecision precision, LoadProgress? progress = null,
+        WeightSet set = WeightSet.All)
     {
         var sw = Stopwatch.StartNew();
-        var reader = new Reader(ck, precision == WeightPrecision.BF16 ? ScalarType.BFloat16 : ScalarType.Float32);
-        int total = ck.TensorNames.Count;
+        var reader = new Reader(ck, WeightType(precision));
+        int total = set == WeightSet.All ? ck.TensorNames.Count : ck.TensorNames.Count(n => !IsRoutedExpertTensor(n));
         var layers = new List<DecoderLayerWeights>(cfg.NumLayers);
         using (torch.no_grad())
         {
@@ -52,7 +57,7 @@ public sealed class ModelWeights : IDisposable
                     Parallel.For(0, cfg.NumLayers, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, l =>
                     {
                         using var noGrad = torch.no_grad();
-                        loaded[l] = LoadLayer(cfg, reader, l);
+                        loaded[l] = LoadLayer(cfg, reader, l, set);
                         progress?.Invoke(reader.Count, total);
                     });
                 }
@@ -78,6 +83,7 @@ public sealed class ModelWeights : IDisposable
                     LmHead = lmHead,
                     TiedLmHead = !ck.Contains("lm_head.weight"),
                     BytesRead = reader.Bytes,
+                    WeightSet = set,
                     LoadTime = sw.Elapsed,
                 };
             }
@@ -89,7 +95,59 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    private static DecoderLayerWeights LoadLayer(ModelConfig cfg, Reader r, int l)
+    /// <summary>
+    /// One routed expert of one layer, reading only its tensors (an expert node loads the experts it hosts on demand).
+    /// Shapes are checked as in <see cref="Load(ModelConfig, Checkpoint, WeightPrecision, LoadProgress?, WeightSet)"/>.
+    /// </summary>
+    public static ExpertFfn LoadExpert(ModelConfig cfg, Checkpoint ck, int layer, int expert, WeightPrecision precision)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        ArgumentNullException.ThrowIfNull(ck);
+        if (layer < 0 || layer >= cfg.NumLayers)
+            throw new ArgumentOutOfRangeException(nameof(layer), layer,
+                $"layer {layer} is out of range: the model has {cfg.NumLayers} layers (0..{cfg.NumLayers - 1})");
+        if (!cfg.IsSparseLayer(layer))
+            throw new ArgumentOutOfRangeException(nameof(layer), layer, $"layer {layer} is a dense MLP layer: it has no routed experts");
+        if (expert < 0 || expert >= cfg.NumExperts)
+            throw new ArgumentOutOfRangeException(nameof(expert), expert,
+                $"expert {expert} is out of range: layer {layer} has {cfg.NumExperts} experts (0..{cfg.NumExperts - 1})");
+        var r = new Reader(ck, WeightType(precision));
+        using var noGrad = torch.no_grad();
+        return LoadRoutedExpert(cfg, r, MoePrefix(cfg, r, layer), expert);
+    }
+
+    private static ScalarType WeightType(WeightPrecision precision) =>
+        precision == WeightPrecision.BF16 ? ScalarType.BFloat16 : ScalarType.Float32;
+
+    /// <summary>Routed-expert tensors in either layout (shared experts are "shared_expert.", not "experts.").</summary>
+    private static bool IsRoutedExpertTensor(string name) => name.Contains(".experts.", StringComparison.Ordinal);
+
+    /// <summary>Where a sparse layer's router and experts live: Mixtral's per-expert checkpoints use
+    /// block_sparse_moe., the fused v5 layout and the other families mlp.</summary>
+    private static string MoePrefix(ModelConfig cfg, Reader r, int l)
+    {
+        string p = $"model.layers.{l}.";
+        return cfg.Architecture == ModelArchitecture.Mixtral && r.Has(p + "block_sparse_moe.gate.weight")
+            ? p + "block_sparse_moe."
+            : p + "mlp.";
+    }
+
+    private static ExpertFfn LoadRoutedExpert(ModelConfig cfg, Reader r, string moe, int e)
+    {
+        int E = cfg.NumExperts, I = cfg.ExpertIntermediateSize, H = cfg.HiddenSize;
+        if (r.Has(moe + "experts.gate_up_proj"))
+        {
+            // transformers v5 fused layout: one [E, 2I, H] and one [E, H, I] tensor per layer; read expert e's slice.
+            return Ffn(r.Slice(moe + "experts.gate_up_proj", [E, 2 * I, H], e),
+                () => r.Slice(moe + "experts.down_proj", [E, H, I], e));
+        }
+        string ep = $"{moe}experts.{e}.";
+        return cfg.Architecture == ModelArchitecture.Mixtral
+            ? LoadFfn(r, ep + "w1.weight", ep + "w3.weight", ep + "w2.weight", I, H)
+            : LoadFfn(r, ep + "gate_proj.weight", ep + "up_proj.weight", ep + "down_proj.weight", I, H);
+    }
+
+    private static DecoderLayerWeights LoadLayer(ModelConfig cfg, Reader r, int l, WeightSet set)
     {
         string p = $"model.layers.{l}.";
         int H = cfg.HiddenSize, q = cfg.QWidth, kv = cfg.KvWidth;
@@ -122,32 +180,13 @@ public sealed class ModelWeights : IDisposable
         ExpertFfn? shared = null, dense = null;
         if (cfg.IsSparseLayer(l))
         {
-            string moe = cfg.Architecture == ModelArchitecture.Mixtral && r.Has(p + "block_sparse_moe.gate.weight")
-                ? p + "block_sparse_moe."
-                : p + "mlp.";
-            int E = cfg.NumExperts, I = cfg.ExpertIntermediateSize;
+            string moe = MoePrefix(cfg, r, l);
+            int E = cfg.NumExperts;
             router = r.Fp32(moe + "gate.weight", E, H);
-            experts = new ExpertFfn[E];
-            if (r.Has(moe + "experts.gate_up_proj"))
+            if (set == WeightSet.All)
             {
-                // transformers v5 fused layout: one [E, 2I, H] and one [E, H, I] tensor per layer.
-                for (int e = 0; e < E; e++)
-                {
-                    experts[e] = new ExpertFfn(
-                        r.Slice(moe + "experts.gate_up_proj", [E, 2 * I, H], e),
-                        r.Slice(moe + "experts.down_proj", [E, H, I], e));
-                }
-            }
-            else
-            {
-                bool mixtralNames = cfg.Architecture == ModelArchitecture.Mixtral;
-                for (int e = 0; e < E; e++)
-                {
-                    string ep = $"{moe}experts.{e}.";
-                    experts[e] = mixtralNames
-                        ? LoadFfn(r, ep + "w1.weight", ep + "w3.weight", ep + "w2.weight", I, H)
-                        : LoadFfn(r, ep + "gate_proj.weight", ep + "up_proj.weight", ep + "down_proj.weight", I, H);
-                }
+                experts = new ExpertFfn[E];
+                for (int e = 0; e < E; e++) experts[e] = LoadRoutedExpert(cfg, r, moe, e);
             }
             if (cfg.SharedExpertIntermediateSize > 0)
             {
@@ -173,15 +212,28 @@ public sealed class ModelWeights : IDisposable
             KNorm = kn?.DetachFromDisposeScope(),
             Router = router?.DetachFromDisposeScope(),
             Experts = experts,
+            RoutedExpertsLoaded = set == WeightSet.All,
             SharedExpert = shared,
             SharedExpertGate = sharedGate?.DetachFromDisposeScope(),
             DenseMlp = dense,
         };
     }
 
-    private static ExpertFfn LoadFfn(Reader r, string gate, string up, string down, int width, int hidden)
+    private static ExpertFfn LoadFfn(Reader r, string gate, string up, string down, int width, int hidden) =>
+        Ffn(r.Stacked(hidden, (gate, width), (up, width)), () => r.Weight(down, hidden, width));
+
+    /// <summary>Pairs gate|up with down; a failing down read (missing tensor, bad shape) frees gate|up.</summary>
+    private static ExpertFfn Ffn(Tensor gateUp, Func<Tensor> down)
     {
-        return new ExpertFfn(r.Stacked(hidden, (gate, width), (up, width)), r.Weight(down, hidden, width));
+        try
+        {
+            return new ExpertFfn(gateUp, down());
+        }
+        catch
+        {
+            gateUp.Dispose();
+            throw;
+        }
     }
 
     /// <summary>

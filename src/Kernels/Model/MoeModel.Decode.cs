@@ -77,6 +77,7 @@ public sealed partial class MoeModel
     private unsafe Tensor DecodeMlpBlock(int layer, Tensor x, BatchLayout batch)
     {
         var w = Weights.Layers[layer];
+        var experts = LocalExperts(layer);
         var cfg = Config;
         int T = batch.TotalTokens, H = cfg.HiddenSize, E = cfg.NumExperts;
         using var xc = x.contiguous();
@@ -102,7 +103,7 @@ public sealed partial class MoeModel
         {
             foreach (var g in routing.Groups)
             {
-                var ffn = w.Experts[g.Expert];
+                var ffn = experts[g.Expert];
                 ushort* gu = (ushort*)TorchInterop.DataPointer(ffn.GateUp.Weight);
                 ushort* down = (ushort*)TorchInterop.DataPointer(ffn.Down.Weight);
                 int n = g.Rows.Length;

@@ -32,11 +32,13 @@ public sealed partial class MoeModel : IDisposable
         _rope = new RotaryEmbedding(Config.HeadDim, Config.RopeTheta, Math.Min(Config.MaxPositionEmbeddings, 8192));
     }
 
+    /// <summary>Loads a model directory; <see cref="WeightSet.Backbone"/> leaves the routed experts to expert nodes,
+    /// so only the pieces that do not run experts (attention, gate, combine, LM head) work locally.</summary>
     public static MoeModel Load(string dir, WeightPrecision precision = WeightPrecision.BF16,
-        ModelWeights.LoadProgress? progress = null)
+        ModelWeights.LoadProgress? progress = null, WeightSet set = WeightSet.All)
     {
         TorchRuntime.Initialize();
-        return new MoeModel(ModelWeights.Load(dir, precision, progress));
+        return new MoeModel(ModelWeights.Load(dir, precision, progress, set));
     }
 
     public static MoeModel FromWeights(ModelWeights weights)
@@ -305,7 +307,17 @@ public sealed partial class MoeModel : IDisposable
     }
 
     /// <summary>One routed expert's FFN over a block of rows [n, H] (already the normed MLP input).</summary>
-    public Tensor RunExpert(int layer, int expert, Tensor rows) => Weights.Layers[layer].Experts[expert].Forward(rows);
+    public Tensor RunExpert(int layer, int expert, Tensor rows) => LocalExperts(layer)[expert].Forward(rows);
+
+    /// <summary>The layer's routed experts, or a clear error on a backbone-only node instead of an index error.</summary>
+    private IReadOnlyList<ExpertFfn> LocalExperts(int layer)
+    {
+        var w = Weights.Layers[layer];
+        if (w.IsSparse && !w.RoutedExpertsLoaded)
+            throw new InvalidOperationException(
+                $"layer {layer}'s routed experts are not loaded on this node (backbone-only weights); they run on expert nodes");
+        return w.Experts;
+    }
 
     /// <summary>x + sum over experts of gate weight * expert output (+ the shared expert where there is one).
     /// <paramref name="outputs"/> holds each group's output rows, in the order of <see cref="ExpertRouting.Groups"/>.</summary>
@@ -332,12 +344,13 @@ public sealed partial class MoeModel : IDisposable
     /// <summary>x + MLP(RMSNorm(x)) computed locally: routed experts grouped (one matmul set per active expert).</summary>
     public Tensor MlpBlock(int layer, Tensor x, BatchLayout batch)
     {
-        if (batch.IsAllDecode && UseNativeDecodePath && Weights.Layers[layer].Router is not null
-            && Weights.Layers[layer].Experts[0].GateUp.Weight.dtype == ScalarType.BFloat16
+        var w = Weights.Layers[layer];
+        var experts = LocalExperts(layer); // a backbone-only node fails here, before any work
+        if (batch.IsAllDecode && UseNativeDecodePath && w.Router is not null
+            && experts[0].GateUp.Weight.dtype == ScalarType.BFloat16
             && batch.TotalTokens <= Linear.NativeMaxRows)
             return DecodeMlpBlock(layer, x, batch);
         using var scope = torch.NewDisposeScope();
-        var w = Weights.Layers[layer];
         var h = MlpInput(layer, x);
         if (w.DenseMlp is not null) return scope.MoveToOuter(x + w.DenseMlp.Forward(h));
         var routing = Route(layer, h, batch);

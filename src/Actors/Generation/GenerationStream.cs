@@ -8,6 +8,7 @@ namespace MoeServer.Actors.Generation;
 /// that falls behind pauses its sequence in the scheduler until it catches up. Disposing (or the submit token
 /// being cancelled) cancels the generation and frees its KV cache and batch slot within one step.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Naming", "CA1711", Justification = "A stream of tokens is what it is.")]
 public sealed class GenerationStream : IAsyncEnumerable<TokenChunk>, IAsyncDisposable
 {
     private readonly ChannelReader<TokenChunk> _reader;

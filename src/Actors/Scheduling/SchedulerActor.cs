@@ -17,6 +17,7 @@ namespace MoeServer.Actors.Scheduling;
 /// Requests join and leave between steps; admission is bounded by running sequences and KV-cache memory, and a
 /// bounded wait queue refuses requests beyond it at once.
 /// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "Disposed in PostStop, the actor's end of life.")]
 public sealed class SchedulerActor : ReceiveActor
 {
     private readonly MoeModel _model;

@@ -1,0 +1,142 @@
+using Akka.Actor;
+using Akka.Cluster.Hosting;
+using Akka.Cluster.Sharding;
+using Akka.Configuration;
+using Akka.Event;
+using Akka.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using MoeServer.Actors.Cluster;
+using MoeServer.Actors.Experts;
+using MoeServer.Actors.Generation;
+using MoeServer.Actors.Scheduling;
+using MoeServer.Actors.Serialization;
+using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Formats;
+using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Tokenization;
+
+namespace MoeServer.Actors.Hosting;
+
+public static class MoeNodeHostingExtensions
+{
+    /// <summary>
+    /// Registers a whole node of the given settings: the ActorSystem (remoting, cluster, split brain resolver), the
+    /// expert shard region (hosting entities on expert roles, a proxy on gateway-only nodes), the checkpoint guard
+    /// that joins the cluster, and on gateway roles the backbone model, the scheduler and <see cref="MoeEngine"/>.
+    /// </summary>
+    public static IServiceCollection AddMoeNode(this IServiceCollection services, MoeSettings settings,
+        Action<string>? progress = null)
+    {
+        var node = settings.Node;
+        if (string.IsNullOrWhiteSpace(node.ModelDir)) throw new ArgumentException("no model directory: set --model or moe.node.model");
+        var cfg = ModelConfig.Load(node.ModelDir);
+        var status = new NodeStatus(node.Role) { Fingerprint = CheckpointFingerprint.Compute(node.ModelDir) };
+        var runtime = new MoeNodeRuntime(settings, cfg, status.Fingerprint, status);
+
+        if (node.Role.RunsGateway())
+        {
+            ComputeDevice.Parse(node.Device);
+            progress?.Invoke($"loading backbone of {node.ModelDir}");
+            runtime.Model = MoeModel.Load(node.ModelDir, node.Precision, null, WeightSet.Backbone);
+            runtime.Tokenizer = HfTokenizer.Load(node.ModelDir);
+        }
+        if (node.Role.RunsExperts())
+            runtime.ExpertWeights = new ExpertWeightSource(node.ModelDir, node.Precision, node.Device);
+
+        // One frame must carry the largest expert batch: every row of a full step going to one expert.
+        long frame = Math.Max(256 * 1024,
+            (long)settings.Scheduler.MaxBatchTokens * cfg.HiddenSize * sizeof(float) + 4 * ExpertMessageSerializer.EnvelopeHeadroom);
+        runtime.MaxFrameBytes = frame;
+        var derived = ConfigurationFactory.ParseString($$"""
+            akka.remote.dot-netty.tcp {
+              hostname = "{{node.Hostname}}"
+              port = {{node.ClusterPort}}
+              maximum-frame-size = {{frame}}b
+              send-buffer-size = {{frame * 2}}b
+              receive-buffer-size = {{frame * 2}}b
+            }
+            akka.cluster.roles = [{{string.Join(",", node.Role.ClusterRoles())}}]
+            akka.cluster.seed-nodes = []
+            """);
+        var hocon = derived.WithFallback(settings.Hocon);
+
+        services.AddSingleton(runtime);
+        services.AddSingleton(status);
+        services.AddSingleton(settings);
+        services.AddSingleton(_ => runtime.Engine ?? throw new InvalidOperationException("this node runs no gateway role, or has not started"));
+        services.AddAkka(node.SystemName, (builder, sp) =>
+        {
+            builder.AddHocon(hocon, HoconAddMode.Prepend);
+            builder.ConfigureLoggers(l =>
+            {
+                l.ClearLoggers();
+                l.AddLoggerFactory();
+            });
+            var extractor = new ExpertMessageExtractor(settings.Experts.NumberOfShards);
+            if (node.Role.RunsExperts())
+            {
+                var source = runtime.ExpertWeights!;
+                builder.WithShardRegion<ExpertRegion>("experts", id => ExpertEntity.PropsFor(id, source), extractor,
+                    new ShardOptions
+                    {
+                        Role = NodeRoles.ExpertRole,
+                        StateStoreMode = StateStoreMode.DData,
+                        RememberEntities = false,
+                        PassivateIdleEntityAfter = TimeSpan.Zero,
+                        ShouldPassivateIdleEntities = false,
+                    });
+            }
+            else
+            {
+                builder.WithShardRegionProxy<ExpertRegion>("experts", NodeRoles.ExpertRole, extractor);
+            }
+            builder.WithActors((system, registry) =>
+            {
+                status.Address = ((ExtendedActorSystem)system).Provider.DefaultAddress.ToString();
+                var region = registry.Get<ExpertRegion>();
+                runtime.ExpertRegion = region;
+                system.ActorOf(CheckpointGuard.PropsFor(status.Fingerprint, node.ModelDir, node.SeedAddresses(), status), CheckpointGuard.Name);
+                var cluster = Akka.Cluster.Cluster.Get(system);
+                cluster.RegisterOnMemberUp(() => status.Set(NodePhase.Up, "member of the cluster"));
+                cluster.RegisterOnMemberRemoved(() => status.Set(NodePhase.Leaving, "left the cluster"));
+                if (!node.Role.RunsGateway()) return;
+
+                var model = runtime.Model!;
+                var scheduler = system.ActorOf(SchedulerActor.PropsFor(model, runtime.Tokenizer!,
+                    log => new ExpertDispatcher(region, settings.Experts, frame, log), settings.Scheduler), "scheduler");
+                registry.Register<SchedulerActor>(scheduler);
+                runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler);
+                cluster.RegisterOnMemberUp(() => _ = WarmUpAsync(system, region, cfg, settings.Experts, status));
+            });
+        });
+        // Registered after Akka, so it stops first: drain before the ActorSystem leaves the cluster.
+        services.AddHostedService(sp => new DrainOnShutdown(runtime, sp.GetRequiredService<ActorSystem>()));
+        return services;
+    }
+
+    /// <summary>Pings every expert until all answer (their weights load on first contact), then reports ready.</summary>
+    private static async Task WarmUpAsync(ActorSystem system, IActorRef region, ModelConfig cfg, ExpertOptions options, NodeStatus status)
+    {
+        var log = Logging.GetLogger(system, "warm-up");
+        if (!options.WarmUp)
+        {
+            status.SetExpertsAnswered(true);
+            return;
+        }
+        for (int attempt = 1; !system.WhenTerminated.IsCompleted; attempt++)
+        {
+            var problems = await ExpertPinger.PingAllAsync(region, cfg, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+            if (problems.Count == 0)
+            {
+                log.Info("all {0} expert entities answered", ExpertPinger.AllExperts(cfg).Count());
+                status.SetExpertsAnswered(true);
+                return;
+            }
+            if (attempt % 5 == 1)
+                log.Info("waiting for expert nodes: {0} experts not answering yet (e.g. {1}: {2})", problems.Count,
+                    problems[0].Expert, problems[0].Problem);
+            await Task.Delay(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        }
+    }
+}

@@ -36,9 +36,9 @@ public static class MoeNodeHostingExtensions
 
         if (node.Role.RunsGateway())
         {
-            ComputeDevice.Parse(node.Device);
-            progress?.Invoke($"loading backbone of {node.ModelDir}");
-            runtime.Model = MoeModel.Load(node.ModelDir, node.Precision, null, WeightSet.Backbone);
+            var device = ComputeDevice.Parse(node.Device);
+            progress?.Invoke($"loading backbone of {node.ModelDir} onto {node.Device}");
+            runtime.Model = MoeModel.Load(node.ModelDir, node.Precision, null, WeightSet.Backbone, device);
             runtime.Tokenizer = HfTokenizer.Load(node.ModelDir);
         }
         if (node.Role.RunsExperts())

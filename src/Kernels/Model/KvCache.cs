@@ -22,8 +22,12 @@ public sealed class KvCache : IDisposable
     /// <summary>Bytes the cache holds now (capacity, not only the filled part).</summary>
     public long Bytes => 2L * _k.Length * _kvHeads * _capacity * _headDim * sizeof(float);
 
-    internal KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64)
+    private readonly Device? _device;
+
+    /// <param name="device">Where the cache lives; null is the CPU (the native decode attention reads it there).</param>
+    internal KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64, Device? device = null)
     {
+        _device = device;
         _k = new Tensor?[layers];
         _v = new Tensor?[layers];
         _kvHeads = kvHeads;
@@ -56,8 +60,8 @@ public sealed class KvCache : IDisposable
     {
         for (int l = 0; l < _k.Length; l++)
         {
-            var nk = torch.zeros(_kvHeads, capacity, _headDim, ScalarType.Float32).DetachFromDisposeScope();
-            var nv = torch.zeros(_kvHeads, capacity, _headDim, ScalarType.Float32).DetachFromDisposeScope();
+            var nk = torch.zeros(_kvHeads, capacity, _headDim, ScalarType.Float32, device: _device).DetachFromDisposeScope();
+            var nv = torch.zeros(_kvHeads, capacity, _headDim, ScalarType.Float32, device: _device).DetachFromDisposeScope();
             if (_k[l] is { } ok && _v[l] is { } ov)
             {
                 int have = (int)Math.Min(ok.shape[1], Length);

@@ -32,7 +32,7 @@ public sealed class Linear : IDisposable
             return NativeForward(x);
         if (Weight.dtype == ScalarType.Float32)
             return torch.nn.functional.linear(x, Weight, Bias);
-        if (!TorchRuntime.Bf16MatmulIsFast)
+        if (!TorchRuntime.Bf16MatmulIsFast && Weight.device_type == DeviceType.CPU)
         {
             // No fast bf16 matmul on this CPU: widen the weight block once and use the fp32 matmul.
             using var wf = Weight.to(ScalarType.Float32);
@@ -56,6 +56,9 @@ public sealed class Linear : IDisposable
         if (Bias is not null) y.add_(Bias);
         return y;
     }
+
+    /// <summary>A copy on <paramref name="device"/> (this instance keeps its tensors).</summary>
+    public Linear To(Device device) => new(Weight.to(device), Bias?.to(device));
 
     public void Dispose()
     {

@@ -319,6 +319,46 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
+    /// <summary>
+    /// These weights on <paramref name="device"/> (a node's compute device, e.g. cuda:0); this instance is disposed.
+    /// Loading always goes through host memory (the mapped file), so on a GPU node this is the host-to-device copy.
+    /// </summary>
+    public ModelWeights To(Device device)
+    {
+        if (device.type == DeviceType.CPU) return this;
+        Tensor Move(Tensor t) => t.to(device).DetachFromDisposeScope();
+        var layers = Layers.Select(l => new DecoderLayerWeights
+        {
+            InputNorm = Move(l.InputNorm),
+            PostAttentionNorm = Move(l.PostAttentionNorm),
+            Qkv = l.Qkv.To(device),
+            Output = l.Output.To(device),
+            QNorm = l.QNorm is null ? null : Move(l.QNorm),
+            KNorm = l.KNorm is null ? null : Move(l.KNorm),
+            Router = l.Router is null ? null : Move(l.Router),
+            Experts = l.Experts.Select(e => new ExpertFfn(Move(e.GateUp.Weight), Move(e.Down.Weight))).ToArray(),
+            SharedExpert = l.SharedExpert is { } s ? new ExpertFfn(Move(s.GateUp.Weight), Move(s.Down.Weight)) : null,
+            SharedExpertGate = l.SharedExpertGate is null ? null : Move(l.SharedExpertGate),
+            DenseMlp = l.DenseMlp is { } d ? new ExpertFfn(Move(d.GateUp.Weight), Move(d.Down.Weight)) : null,
+            RoutedExpertsLoaded = l.RoutedExpertsLoaded,
+        }).ToList();
+        var embed = Move(Embedding);
+        var moved = new ModelWeights
+        {
+            Config = Config,
+            Embedding = embed,
+            Layers = layers,
+            FinalNorm = Move(FinalNorm),
+            LmHead = TiedLmHead ? new Linear(embed.alias()) : LmHead.To(device),
+            BytesRead = BytesRead,
+            WeightSet = WeightSet,
+            TiedLmHead = TiedLmHead,
+            LoadTime = LoadTime,
+        };
+        Dispose();
+        return moved;
+    }
+
     public long ParameterCount()
     {
         long n = Embedding.numel() + FinalNorm.numel();

@@ -24,6 +24,10 @@ public sealed partial class MoeModel : IDisposable
 
     public ModelConfig Config { get; }
     public ModelWeights Weights { get; }
+    /// <summary>Where the weights, caches and activations live. The native kernels serve CPU nodes; on any other
+    /// device every step goes through torch ops.</summary>
+    public Device Device => Weights.Embedding.device;
+    private bool IsCpu => Weights.Embedding.device_type == DeviceType.CPU;
 
     private MoeModel(ModelWeights weights)
     {
@@ -35,10 +39,11 @@ public sealed partial class MoeModel : IDisposable
     /// <summary>Loads a model directory; <see cref="WeightSet.Backbone"/> leaves the routed experts to expert nodes,
     /// so only the pieces that do not run experts (attention, gate, combine, LM head) work locally.</summary>
     public static MoeModel Load(string dir, WeightPrecision precision = WeightPrecision.BF16,
-        ModelWeights.LoadProgress? progress = null, WeightSet set = WeightSet.All)
+        ModelWeights.LoadProgress? progress = null, WeightSet set = WeightSet.All, Device? device = null)
     {
         TorchRuntime.Initialize();
-        return new MoeModel(ModelWeights.Load(dir, precision, progress, set));
+        var weights = ModelWeights.Load(dir, precision, progress, set);
+        return new MoeModel(device is null ? weights : weights.To(device));
     }
 
     public static MoeModel FromWeights(ModelWeights weights)
@@ -52,7 +57,7 @@ public sealed partial class MoeModel : IDisposable
 
     /// <summary>A fresh, empty sequence state.</summary>
     public KvCache NewSequence(int initialCapacity = 64) =>
-        new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity);
+        new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity, IsCpu ? null : Device);
 
     // ---------------------------------------------------------------- monolithic forward
 
@@ -94,7 +99,7 @@ public sealed partial class MoeModel : IDisposable
         foreach (int id in batch.TokenIds)
             if ((uint)id >= (uint)Config.VocabSize)
                 throw new ArgumentOutOfRangeException(nameof(batch), $"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1})");
-        using var ids = torch.tensor(batch.TokenIds.Select(i => (long)i).ToArray());
+        using var ids = torch.tensor(batch.TokenIds.Select(i => (long)i).ToArray(), device: Device);
         using var e = Weights.Embedding.index_select(0, ids);
         return e.to(ScalarType.Float32);
     }
@@ -103,7 +108,7 @@ public sealed partial class MoeModel : IDisposable
     /// each sequence's cache (positions become visible to later forwards after <see cref="Commit"/>).</summary>
     public Tensor AttentionBlock(int layer, Tensor x, BatchLayout batch)
     {
-        if (batch.IsAllDecode && UseNativeDecodePath) return DecodeAttentionBlock(layer, x, batch);
+        if (batch.IsAllDecode && UseNativeDecodePath && IsCpu) return DecodeAttentionBlock(layer, x, batch);
         var w = Weights.Layers[layer];
         var cfg = Config;
         int T = batch.TotalTokens, nH = cfg.NumHeads, nKV = cfg.NumKvHeads, hd = cfg.HeadDim;
@@ -134,18 +139,23 @@ public sealed partial class MoeModel : IDisposable
         }
         var positions = torch.tensor(batch.Positions.Select(p => (long)p).ToArray());
         var (cos, sin) = _rope.For(positions, batch.Positions.Max());
+        if (!IsCpu)
+        {
+            cos = cos.to(Device);
+            sin = sin.to(Device);
+        }
         q = _rope.Apply(q, cos, sin);
         k = _rope.Apply(k, cos, sin);
 
         q = q.contiguous();
-        var attn = torch.empty(T, cfg.QWidth, ScalarType.Float32);
+        var attn = torch.empty(T, cfg.QWidth, ScalarType.Float32, device: Device);
         var decodeJobs = new List<(int Segment, int Row)>();
         for (int s = 0; s < batch.Segments.Count; s++)
         {
             var seg = batch.Segments[s];
             int start = batch.RowStart[s], len = seg.Tokens.Count, pos0 = seg.Cache.Length;
             var (keys, values) = seg.Cache.Append(layer, k.narrow(0, start, len), v.narrow(0, start, len), pos0);
-            if (len == 1 && UseNativeDecodeAttention) decodeJobs.Add((s, start));
+            if (len == 1 && UseNativeDecodeAttention && IsCpu) decodeJobs.Add((s, start));
             else attn.narrow(0, start, len).copy_(SegmentAttention(q.narrow(0, start, len), keys, values, pos0));
         }
         if (decodeJobs.Count > 0)
@@ -237,7 +247,7 @@ public sealed partial class MoeModel : IDisposable
                 any |= hide;
             }
         }
-        return any ? torch.tensor(m, [len, total]) : null;
+        return any ? torch.tensor(m, [len, total], device: Device) : null;
     }
 
     /// <summary>The MoE/MLP input: RMSNorm(x) with the post-attention norm.</summary>
@@ -329,8 +339,8 @@ public sealed partial class MoeModel : IDisposable
         for (int i = 0; i < routing.Groups.Count; i++)
         {
             var g = routing.Groups[i];
-            var idx = torch.tensor(g.Rows.Select(r => (long)r).ToArray());
-            var gw = torch.tensor(g.Weights, [g.Weights.Length, 1]);
+            var idx = torch.tensor(g.Rows.Select(r => (long)r).ToArray(), device: Device);
+            var gw = torch.tensor(g.Weights, [g.Weights.Length, 1], device: Device);
             acc.index_add_(0, idx, outputs[i] * gw, 1.0);
         }
         if (w.SharedExpert is not null)
@@ -346,7 +356,7 @@ public sealed partial class MoeModel : IDisposable
     {
         var w = Weights.Layers[layer];
         var experts = LocalExperts(layer); // a backbone-only node fails here, before any work
-        if (batch.IsAllDecode && UseNativeDecodePath && w.Router is not null
+        if (batch.IsAllDecode && UseNativeDecodePath && IsCpu && w.Router is not null
             && experts[0].GateUp.Weight.dtype == ScalarType.BFloat16
             && batch.TotalTokens <= Linear.NativeMaxRows)
             return DecodeMlpBlock(layer, x, batch);
@@ -359,7 +369,7 @@ public sealed partial class MoeModel : IDisposable
         for (int i = 0; i < routing.Groups.Count; i++)
         {
             var g = routing.Groups[i];
-            var rows = h.index_select(0, torch.tensor(g.Rows.Select(r => (long)r).ToArray()));
+            var rows = h.index_select(0, torch.tensor(g.Rows.Select(r => (long)r).ToArray(), device: Device));
             outputs[i] = RunExpert(layer, g.Expert, rows);
         }
         return scope.MoveToOuter(Combine(layer, x, h, routing, outputs));
@@ -369,8 +379,8 @@ public sealed partial class MoeModel : IDisposable
     public Tensor Logits(Tensor x, int[]? rows)
     {
         using var scope = torch.NewDisposeScope();
-        var sel = rows is null ? x : x.index_select(0, torch.tensor(rows.Select(r => (long)r).ToArray()));
-        var n = sel.shape[0] <= Linear.NativeMaxRows ? NativeRmsNorm(sel, Weights.FinalNorm) : RmsNorm(sel, Weights.FinalNorm);
+        var sel = rows is null ? x : x.index_select(0, torch.tensor(rows.Select(r => (long)r).ToArray(), device: Device));
+        var n = sel.shape[0] <= Linear.NativeMaxRows && IsCpu ? NativeRmsNorm(sel, Weights.FinalNorm) : RmsNorm(sel, Weights.FinalNorm);
         return scope.MoveToOuter(Weights.LmHead.Forward(n));
     }
 

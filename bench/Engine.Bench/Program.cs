@@ -23,6 +23,7 @@ string[] presets = (ArgValue("--presets") ?? "bench,small").Split(',', StringSpl
 int[] concurrencies = (ArgValue("--concurrency") ?? "1,8,32").Split(',').Select(int.Parse).ToArray();
 int promptLen = 8;
 int maxTokens = quick ? 16 : 32;
+int rounds = quick ? 2 : 3;
 
 Console.WriteLine("measuring machine limits (read bandwidth, matmul rates)...");
 var limits = MachineLimits.Measure();
@@ -39,53 +40,47 @@ foreach (string preset in presets)
         return Enumerable.Range(0, promptLen).Select(_ => rng.Next(10, cfg.VocabSize)).ToArray();
     }).ToArray();
 
-    // Direct loop: batched forwards of the model itself, no actors.
-    using (var model = MoeModel.Load(dir))
+    // All three live side by side and are measured in interleaved rounds (best of the rounds), so machine noise
+    // hits every mode alike: the direct loop (batched forwards of the model itself, no actors), a single node (one
+    // ActorSystem with both roles; experts are local sharded entities) and a 3-node loopback cluster (experts only on
+    // the two expert nodes, activations serialized over TCP).
+    using var model = MoeModel.Load(dir);
+    var single = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.All, null));
+    var gateway = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.Gateway, null));
+    var e1 = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.Expert, gateway.SeedNode));
+    var e2 = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.Expert, gateway.SeedNode));
+    await single.WaitReadyAsync(TimeSpan.FromMinutes(5));
+    await gateway.WaitReadyAsync(TimeSpan.FromMinutes(5));
+    var engines = new (string Mode, MoeEngine Engine)[] { ("single node", single.Engine), ("3-node cluster", gateway.Engine) };
+    foreach (int n in concurrencies)
     {
-        Direct(model, prompts, 1, 4); // warm-up (JIT, page cache)
-        foreach (int n in concurrencies)
+        // Warm-up: JIT tiers and torch kernels for these shapes, in every mode.
+        Direct(model, prompts, n, 4);
+        foreach (var (mode, engine) in engines) await Engine(engine, prompts, n, 4, "warm");
+        var best = new Dictionary<string, Result>();
+        for (int round = 0; round < rounds; round++)
         {
-            var (tps, secs) = Direct(model, prompts, n, maxTokens);
-            results.Add(new Result(preset, "direct loop", n, tps, secs, null));
-            Console.WriteLine($"{preset,-6} direct loop   c={n,-3} {tps,8:F1} tokens/s");
+            var (dtps, dsecs) = Direct(model, prompts, n, maxTokens);
+            Keep(best, new Result(preset, "direct loop", n, dtps, dsecs, null));
+            foreach (var (mode, engine) in engines)
+            {
+                var before = await engine.GetStatsAsync();
+                var (tps, secs) = await Engine(engine, prompts, n, maxTokens, mode);
+                var after = await engine.GetStatsAsync();
+                Keep(best, new Result(preset, mode, n, tps, secs, Delta(after.Timings, before.Timings)));
+            }
+        }
+        foreach (var r in best.Values)
+        {
+            results.Add(r);
+            Console.WriteLine($"{preset,-6} {r.Mode,-14} c={n,-3} {r.TokensPerSecond,8:F1} tokens/s" + (r.Split is { } sp ? "   per step: " + SplitText(sp) : ""));
         }
     }
+    await e2.DisposeAsync();
+    await e1.DisposeAsync();
+    await gateway.DisposeAsync();
+    await single.DisposeAsync();
     GC.Collect();
-
-    // Single node: one ActorSystem with both roles; experts are local sharded entities.
-    await using (var node = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.All, null)))
-    {
-        await node.WaitReadyAsync(TimeSpan.FromMinutes(5));
-        await RunEngine(preset, "single node", node.Engine);
-    }
-    GC.Collect();
-
-    // 3-node cluster on loopback: experts only on the two expert nodes, activations serialized over TCP.
-    {
-        var gateway = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.Gateway, null));
-        var e1 = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.Expert, gateway.SeedNode));
-        var e2 = await MoeNodeHost.StartAsync(Settings(dir, NodeRole.Expert, gateway.SeedNode));
-        await gateway.WaitReadyAsync(TimeSpan.FromMinutes(5));
-        await RunEngine(preset, "3-node cluster", gateway.Engine);
-        await e2.DisposeAsync();
-        await e1.DisposeAsync();
-        await gateway.DisposeAsync();
-    }
-    GC.Collect();
-
-    async Task RunEngine(string p, string mode, MoeEngine engine)
-    {
-        await Engine(engine, prompts, 1, 4, "warm"); // warm-up
-        foreach (int n in concurrencies)
-        {
-            var before = await engine.GetStatsAsync();
-            var (tps, secs) = await Engine(engine, prompts, n, maxTokens, mode);
-            var after = await engine.GetStatsAsync();
-            var split = Delta(after.Timings, before.Timings);
-            results.Add(new Result(p, mode, n, tps, secs, split));
-            Console.WriteLine($"{p,-6} {mode,-13} c={n,-3} {tps,8:F1} tokens/s   per step: {SplitText(split)}");
-        }
-    }
 }
 
 WriteReport(outFile, limits, results, quick, promptLen, maxTokens);
@@ -138,6 +133,11 @@ async Task<(double, double)> Engine(MoeEngine engine, int[][] prompts, int n, in
     int tokens = (await Task.WhenAll(runs)).Sum();
     double secs = sw.Elapsed.TotalSeconds;
     return (tokens / secs, secs);
+}
+
+static void Keep(Dictionary<string, Result> best, Result r)
+{
+    if (!best.TryGetValue(r.Mode, out var b) || r.TokensPerSecond > b.TokensPerSecond) best[r.Mode] = r;
 }
 
 static StepSplit Delta(StepTimings a, StepTimings b)
@@ -201,7 +201,8 @@ static void WriteReport(string path, MachineLimits m, List<Result> results, bool
     sb.AppendLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC. Machine: {m.CpuModel}, {m.Cores} cores; read bandwidth {m.ReadGBps:F1} GB/s, " +
                   $"bf16 matmul {m.Bf16MatmulGflops:F0} GFLOP/s, fp32 matmul {m.Fp32MatmulGflops:F0} GFLOP/s (measured in this run). Mode: {(quick ? "quick" : "full")}.");
     sb.AppendLine($"Workload: N concurrent greedy requests, {promptLen}-token prompts, {maxTokens} generated tokens each, bf16 weights; " +
-                  "throughput = generated tokens / wall time from first submit to last token (prefill included, same work for every mode).");
+                  "throughput = generated tokens / wall time from first submit to last token (prefill included, same work for every mode). " +
+                  "The three modes run side by side in one process, measured in interleaved rounds after a warm-up at each concurrency; best round shown.");
     sb.AppendLine();
     foreach (var preset in results.Select(r => r.Preset).Distinct())
     {

@@ -28,7 +28,10 @@ public sealed class ExpertEntity : ReceiveActor
     }
 
     public static Props PropsFor(string entityId, ExpertWeightSource source) =>
-        Props.Create(() => new ExpertEntity(entityId, source));
+        Props.Create(() => new ExpertEntity(entityId, source)).WithDispatcher(DispatcherId);
+
+    /// <summary>The dispatcher expert entities run on (hocon/base.hocon).</summary>
+    public const string DispatcherId = "moe-expert-dispatcher";
 
     protected override void PreStart()
     {

@@ -7,26 +7,7 @@ namespace MoeServer.Tools;
 /// <summary>Finds the model directory: --model, or the embedded default generated on first use.</summary>
 internal static class ModelLocator
 {
-    public static string DefaultModelDir()
-    {
-        string? dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "Server.sln"))) dir = Path.GetDirectoryName(dir);
-        string root = dir ?? Directory.GetCurrentDirectory();
-        return Path.Combine(root, "models", "generated", "small-mixtral");
-    }
-
-    public static string Resolve(string? model)
-    {
-        if (model is not null) return model;
-        string dir = DefaultModelDir();
-        if (!File.Exists(Path.Combine(dir, "config.json")))
-        {
-            Console.Error.WriteLine($"no --model given; creating the default checkpoint (mixtral, small preset) in {dir}");
-            CheckpointFactory.Create(ModelArchitecture.Mixtral, CheckpointPreset.Small, dir, new GeneratorOptions { Seed = 1 },
-                msg => Console.Error.WriteLine(msg));
-        }
-        return dir;
-    }
+    public static string Resolve(string? model) => DefaultModel.Resolve(model, msg => Console.Error.WriteLine(msg));
 
     public static WeightPrecision ParsePrecision(string? s) => s switch
     {

@@ -17,9 +17,16 @@ internal sealed class DrainOnShutdown(MoeNodeRuntime runtime, ActorSystem system
         runtime.Status.Set(NodePhase.Leaving, "shutting down");
         if (runtime.Engine is not { } engine) return;
         var log = Logging.GetLogger(system, "drain");
+        if (system.WhenTerminated.IsCompleted) return; // nothing left to drain through
         try
         {
-            await engine.DrainAsync(TimeSpan.FromSeconds(90)).WaitAsync(cancellationToken).ConfigureAwait(false);
+            var drain = engine.DrainAsync(TimeSpan.FromSeconds(90));
+            if (await Task.WhenAny(drain, system.WhenTerminated).WaitAsync(cancellationToken).ConfigureAwait(false) != drain)
+            {
+                log.Warning("the actor system terminated before the drain finished");
+                return;
+            }
+            await drain.ConfigureAwait(false);
             log.Info("drained: every request finished");
         }
         catch (Exception ex) when (ex is TimeoutException or OperationCanceledException or AskTimeoutException)

@@ -1,0 +1,64 @@
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using MoeServer.Actors.Hosting;
+
+namespace MoeServer.Gateway;
+
+/// <summary>
+/// /health (liveness: 200 while the process runs, with the node's role and phase) and /ready (200 when
+/// <see cref="NodeStatus.Readiness"/> says the node serves, else 503 with the reason). Every node serves both,
+/// expert-only nodes included.
+/// </summary>
+internal static class HealthEndpoints
+{
+    public const string ReadyTag = "ready";
+
+    private sealed record Liveness(string Status, string Role, string Phase);
+    private sealed record Ready(string Status);
+    private sealed record NotReady(string Status, string Reason);
+
+    public static IServiceCollection AddNodeHealthChecks(this IServiceCollection services)
+    {
+        services.AddHealthChecks().AddCheck<NodeReadinessCheck>("node", tags: [ReadyTag]);
+        return services;
+    }
+
+    public static IEndpointRouteBuilder MapNodeHealthEndpoints(this IEndpointRouteBuilder app)
+    {
+        // Liveness runs no checks: the process answering is the answer.
+        app.MapHealthChecks("/health", new HealthCheckOptions { Predicate = _ => false, ResponseWriter = WriteLiveness });
+        app.MapHealthChecks("/ready", new HealthCheckOptions
+        {
+            Predicate = c => c.Tags.Contains(ReadyTag),
+            ResponseWriter = WriteReadiness,
+        });
+        return app;
+    }
+
+    private static Task WriteLiveness(HttpContext context, HealthReport report)
+    {
+        var status = context.RequestServices.GetRequiredService<NodeStatus>();
+        return context.Response.WriteAsJsonAsync(new Liveness("ok", Lower(status.Role), Lower(status.Phase)));
+    }
+
+    private static Task WriteReadiness(HttpContext context, HealthReport report)
+    {
+        if (report.Status == HealthStatus.Healthy) return context.Response.WriteAsJsonAsync(new Ready("ready"));
+        string reason = string.Join("; ", report.Entries.Values
+            .Where(e => e.Status != HealthStatus.Healthy)
+            .Select(e => e.Description ?? e.Exception?.Message ?? e.Status.ToString()));
+        return context.Response.WriteAsJsonAsync(new NotReady("not_ready", reason));
+    }
+
+    private static string Lower<T>(T value) where T : struct, Enum => value.ToString().ToLowerInvariant();
+}
+
+/// <summary>Readiness of this node as a health check (tag "ready").</summary>
+internal sealed class NodeReadinessCheck(NodeStatus status) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var (ready, reason) = status.Readiness();
+        return Task.FromResult(ready ? HealthCheckResult.Healthy(reason) : HealthCheckResult.Unhealthy(reason));
+    }
+}

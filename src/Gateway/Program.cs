@@ -1,0 +1,140 @@
+using Akka.Actor;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using MoeServer.Actors.Hosting;
+using MoeServer.Gateway;
+using MoeServer.Kernels.Checkpoints;
+
+// The server: one node of the MoE cluster (gateway, expert, or both) with its HTTP surface.
+// stdout carries the log plus two machine-readable lines: "cluster address akka.tcp://..." and "listening on http://...".
+ServerCommandLine cl;
+try
+{
+    cl = ServerCommandLine.Parse(args);
+}
+catch (UsageException e)
+{
+    return UsageError(e.Message);
+}
+if (cl.Help)
+{
+    Console.WriteLine(ServerCommandLine.Usage);
+    return 0;
+}
+
+using var bootLoggers = LoggerFactory.Create(ConsoleLogging.Configure);
+var boot = bootLoggers.CreateLogger("MoeServer.Gateway");
+
+MoeSettings settings;
+try
+{
+    settings = MoeSettings.Load(cl.Role, cl.ToHocon(), cl.ConfigFile);
+    if (string.IsNullOrWhiteSpace(settings.Node.ModelDir))
+    {
+        string dir = DefaultModel.Resolve(null, m => boot.LogInformation("{Message}", m));
+        settings = MoeSettings.Load(cl.Role, cl.ToHocon(modelOverride: dir), cl.ConfigFile);
+    }
+    else if (cl.Model is null)
+    {
+        ServerCommandLine.CheckModelDir("moe.node.model", settings.Node.ModelDir);
+    }
+    _ = settings.Node.SeedAddresses(); // host:port check of seed nodes that came from a --config file
+}
+catch (Exception e) when (e is UsageException or ArgumentException or FormatException or IOException
+                              or Akka.Configuration.ConfigurationException)
+{
+    return UsageError(e is UsageException ? e.Message : $"bad configuration: {e.Message}");
+}
+
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+builder.Logging.ClearProviders();
+ConsoleLogging.Configure(builder.Logging);
+builder.WebHost.UseUrls([.. cl.Urls]);
+// SIGTERM: stop taking HTTP requests, let a gateway drain its running generations, then leave the cluster.
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMinutes(2));
+var node = settings.Node;
+boot.LogInformation("starting node: role {Role}, model {Model}, device {Device}, precision {Precision}",
+    node.Role.ToString().ToLowerInvariant(), node.ModelDir, node.Device, node.Precision);
+try
+{
+    builder.Services.AddMoeNode(settings, m => boot.LogInformation("{Message}", m));
+}
+catch (Exception e)
+{
+    boot.LogCritical("cannot start the node: {Error}", e.GetBaseException().Message);
+    boot.LogDebug(e, "start-up failure");
+    return 1;
+}
+builder.Services.AddNodeHealthChecks();
+
+var app = builder.Build();
+app.MapNodeHealthEndpoints();
+var runtime = app.Services.GetRequiredService<MoeNodeRuntime>();
+try
+{
+    try
+    {
+        await app.StartAsync().ConfigureAwait(false);
+    }
+    catch (Exception e)
+    {
+        boot.LogCritical(e, "cannot start the server: {Error}", e.GetBaseException().Message);
+        await StopAfterFailedStartAsync(app).ConfigureAwait(false);
+        return 1;
+    }
+    var lifetime = app.Lifetime;
+    if (lifetime.ApplicationStopping.IsCancellationRequested) // e.g. the ActorSystem failed to start
+    {
+        await StopAfterFailedStartAsync(app).ConfigureAwait(false);
+        return 1;
+    }
+
+    var system = app.Services.GetRequiredService<ActorSystem>();
+    Console.WriteLine($"cluster address {((ExtendedActorSystem)system).Provider.DefaultAddress}");
+    var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+    foreach (var address in addresses) Console.WriteLine($"listening on {address}");
+
+    await app.WaitForShutdownAsync().ConfigureAwait(false);
+    return 0;
+}
+finally
+{
+    await app.DisposeAsync().ConfigureAwait(false); // the ActorSystem is gone before the weights are freed
+    runtime.Dispose();
+}
+
+// Stops whatever did start (Kestrel, the ActorSystem); a host whose start failed early may refuse to stop.
+static async Task StopAfterFailedStartAsync(WebApplication app)
+{
+    try
+    {
+        await app.StopAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+    }
+    catch (Exception e) when (e is ArgumentNullException or InvalidOperationException or OperationCanceledException or AggregateException)
+    {
+        // The start failure is already logged; Host.StopAsync throws ArgumentNullException when no hosted service started.
+    }
+}
+
+static int UsageError(string message)
+{
+    Console.Error.WriteLine($"error: {message}");
+    Console.Error.WriteLine("run with --help for the options");
+    return 2;
+}
+
+internal static class ConsoleLogging
+{
+    /// <summary>Single-line console log with timestamps, for the boot logger and the host alike.</summary>
+    public static void Configure(ILoggingBuilder logging)
+    {
+        logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-dd HH:mm:ss.fff ";
+            o.IncludeScopes = false;
+        });
+        logging.SetMinimumLevel(LogLevel.Information);
+        logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+    }
+}

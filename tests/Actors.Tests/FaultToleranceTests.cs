@@ -25,6 +25,12 @@ public class FaultToleranceTests
         akka.cluster.split-brain-resolver.stable-after = 5s
         """;
 
+    /// <summary>Clients read at their own pace (25 ms per chunk) and the gateway buffers only 2 chunks per stream, so
+    /// generations are still running when a node fails (a tiny model would otherwise finish within the blink).</summary>
+    private const string PacedGateway = "moe.scheduler.stream-buffer-chunks = 2";
+
+    private static readonly TimeSpan ReadDelay = TimeSpan.FromMilliseconds(25);
+
     private static readonly int[][] Prompts =
         Enumerable.Range(0, 8).Select(i => Enumerable.Range(0, 3 + 4 * i).Select(j => 10 + (i * 37 + j * 11) % 200).ToArray()).ToArray();
 
@@ -47,11 +53,30 @@ public class FaultToleranceTests
         }
     }
 
+    /// <summary>Waits until the node at <paramref name="address"/> hosts some expert shards (new members get shards
+    /// by rebalancing, a few seconds after they join).</summary>
+    private static async Task WaitUntilHostingAsync(TestNode gateway, string address)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            var hosts = new HashSet<string>();
+            foreach (var e in ExpertPinger.AllExperts(gateway.Runtime.Config))
+            {
+                var pong = await gateway.Runtime.ExpertRegion!.Ask<ExpertProtocol.Pong>(new ExpertProtocol.Ping(e), TimeSpan.FromSeconds(5));
+                hosts.Add(pong.Node);
+            }
+            if (hosts.Contains(address)) return;
+            Assert.True(DateTime.UtcNow < deadline, $"{address} hosts no expert; hosts: {string.Join(", ", hosts)}");
+            await Task.Delay(500);
+        }
+    }
+
     /// <summary>Submits the 8 prompts and waits until every stream has produced a few tokens.</summary>
-    private static async Task<List<Task<(string Text, TokenChunk Final, IReadOnlyList<int> Ids)>>> StartGenerationsAsync(MoeEngine engine, int maxTokens)
+    private static async Task<List<Task<(string Text, TokenChunk Final, IReadOnlyList<int> Ids, DateTime FinishedAt)>>> StartGenerationsAsync(MoeEngine engine, int maxTokens)
     {
         var started = new List<TaskCompletionSource>();
-        var runs = new List<Task<(string, TokenChunk, IReadOnlyList<int>)>>();
+        var runs = new List<Task<(string, TokenChunk, IReadOnlyList<int>, DateTime)>>();
         for (int i = 0; i < Prompts.Length; i++)
         {
             var first = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -64,7 +89,7 @@ public class FaultToleranceTests
         return runs;
     }
 
-    private static async Task<(string, TokenChunk, IReadOnlyList<int>)> Collect(GenerationStream stream, TaskCompletionSource firstTokens)
+    private static async Task<(string, TokenChunk, IReadOnlyList<int>, DateTime)> Collect(GenerationStream stream, TaskCompletionSource firstTokens)
     {
         var text = new System.Text.StringBuilder();
         var ids = new List<int>();
@@ -75,18 +100,19 @@ public class FaultToleranceTests
             if (c.TokenId >= 0) ids.Add(c.TokenId);
             if (ids.Count >= 3 || c.IsFinal) firstTokens.TrySetResult();
             last = c;
+            await Task.Delay(ReadDelay);
         }
         firstTokens.TrySetResult();
-        return (text.ToString(), last!, ids);
+        return (text.ToString(), last!, ids, DateTime.UtcNow);
     }
 
-    private static void AssertSameAsDirect(string dir, IReadOnlyList<(string Text, TokenChunk Final, IReadOnlyList<int> Ids)> results, int maxTokens)
+    private static void AssertSameAsDirect(string dir, (string Text, TokenChunk Final, IReadOnlyList<int> Ids, DateTime FinishedAt)[] results, int maxTokens)
     {
         using var model = MoeModel.Load(dir, WeightPrecision.F32);
         var eos = new HashSet<int>(model.Config.EosTokenIds);
         for (int i = 0; i < Prompts.Length; i++)
         {
-            var (_, final, ids) = results[i];
+            var (_, final, ids, _) = results[i];
             Assert.True(final.Error is null, $"request {i} failed: {final.Error}");
             var (want, margins) = DirectGreedy.Run(model, Prompts[i], maxTokens, eos: eos);
             DirectGreedy.AssertSameGreedy(want, margins, ids, $"request {i}");
@@ -97,12 +123,13 @@ public class FaultToleranceTests
     public async Task Killing_an_expert_node_mid_generation_keeps_every_generation_unchanged()
     {
         string dir = TinyCheckpoints.Get(ModelArchitecture.Mixtral);
-        const int maxTokens = 40;
-        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway);
+        const int maxTokens = 100;
+        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway, extra: PacedGateway);
         await using var survivor = await TestNode.StartAsync(dir, NodeRole.Expert, gateway.SeedNode);
         using var victim = await StartChildAsync(dir, gateway);
         await WaitForMembersAsync(gateway, 3);
         await gateway.WaitReadyAsync();
+        await WaitUntilHostingAsync(gateway, await victim.ClusterAddress);
 
         var runs = await StartGenerationsAsync(gateway.Engine, maxTokens);
         var killedAt = DateTime.UtcNow;
@@ -110,6 +137,8 @@ public class FaultToleranceTests
         var results = await Task.WhenAll(runs).WaitAsync(TimeSpan.FromSeconds(60));
         Assert.True(DateTime.UtcNow - killedAt < TimeSpan.FromSeconds(60));
         AssertSameAsDirect(dir, results, maxTokens);
+        // The kill interrupted steps (the router had to ask again) rather than landing after the work was done.
+        Assert.True(gateway.Logs.Contains("did not answer within"), "no expert call was interrupted:\n" + string.Join('\n', gateway.Logs.Lines));
 
         // Every expert now answers from the surviving node.
         var problems = await ExpertPinger.PingAllAsync(gateway.Runtime.ExpertRegion!, gateway.Runtime.Config, TimeSpan.FromSeconds(5));
@@ -120,7 +149,7 @@ public class FaultToleranceTests
     public async Task Killing_every_expert_node_fails_the_requests_with_a_clear_error_within_30_seconds()
     {
         string dir = TinyCheckpoints.Get(ModelArchitecture.Olmoe);
-        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway);
+        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway, extra: PacedGateway);
         using var a = await StartChildAsync(dir, gateway);
         using var b = await StartChildAsync(dir, gateway);
         await WaitForMembersAsync(gateway, 3);
@@ -133,7 +162,7 @@ public class FaultToleranceTests
         var results = await Task.WhenAll(runs).WaitAsync(TimeSpan.FromSeconds(45));
         var took = DateTime.UtcNow - killedAt;
         Assert.True(took < TimeSpan.FromSeconds(30), $"requests failed only after {took.TotalSeconds:F1} s");
-        foreach (var (_, final, _) in results)
+        foreach (var (_, final, _, _) in results)
         {
             Assert.Equal(FinishReason.Error, final.FinishReason);
             Assert.Contains("expert", final.Error!, StringComparison.Ordinal);
@@ -148,26 +177,30 @@ public class FaultToleranceTests
     public async Task Sigterm_on_an_expert_node_drains_without_losing_a_request()
     {
         string dir = TinyCheckpoints.Get(ModelArchitecture.Qwen3Moe);
-        const int maxTokens = 40;
-        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway);
+        const int maxTokens = 300; // ~7.5 s at the readers' pace: longer than the node takes to hand off and exit
+        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway, extra: PacedGateway);
         await using var survivor = await TestNode.StartAsync(dir, NodeRole.Expert, gateway.SeedNode);
         using var leaving = await StartChildAsync(dir, gateway);
         await WaitForMembersAsync(gateway, 3);
         await gateway.WaitReadyAsync();
+        await WaitUntilHostingAsync(gateway, await leaving.ClusterAddress);
 
         var runs = await StartGenerationsAsync(gateway.Engine, maxTokens);
         leaving.Terminate();
+        Assert.True(await leaving.WaitForExitAsync(TimeSpan.FromSeconds(60)), "the expert process did not exit after SIGTERM:\n" + leaving.Output);
+        var exitedAt = DateTime.UtcNow;
+        Assert.True(leaving.ExitCode == 0, $"exit code {leaving.ExitCode}:\n{leaving.Output}");
         var results = await Task.WhenAll(runs).WaitAsync(TimeSpan.FromSeconds(90));
         AssertSameAsDirect(dir, results, maxTokens);
-        Assert.True(await leaving.WaitForExitAsync(TimeSpan.FromSeconds(60)), "the expert process did not exit after SIGTERM:\n" + leaving.Output);
-        Assert.True(leaving.ExitCode == 0, $"exit code {leaving.ExitCode}:\n{leaving.Output}");
+        // Generation went on after the node had gone: its shards were handed off, not waited out.
+        Assert.Contains(results, r => r.FinishedAt > exitedAt);
     }
 
     [Fact]
     public async Task Sigterm_drains_a_gateway_without_losing_a_request()
     {
         string dir = TinyCheckpoints.Get(ModelArchitecture.Mixtral);
-        await using var node = await TestNode.StartAsync(dir, NodeRole.All);
+        await using var node = await TestNode.StartAsync(dir, NodeRole.All, extra: PacedGateway);
         await node.WaitReadyAsync();
         var runs = await StartGenerationsAsync(node.Engine, 30);
         var stopping = node.StopAsync(); // what SIGTERM does in the server executable: the host stops
@@ -188,7 +221,7 @@ public class FaultToleranceTests
         CheckpointFactory.Create(cfg, other, new GeneratorOptions { Seed = 99 });
         try
         {
-            await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway);
+            await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway, extra: PacedGateway);
             await using var good = await TestNode.StartAsync(dir, NodeRole.Expert, gateway.SeedNode);
             await using var stranger = await TestNode.StartAsync(other, NodeRole.Expert, gateway.SeedNode);
             await gateway.WaitReadyAsync();

@@ -15,6 +15,10 @@ namespace MoeServer.Actors.Experts;
 /// </summary>
 public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, long maxFrameBytes, ILoggingAdapter log)
 {
+    /// <summary>Since when each expert has not been answering (across steps: a request that was paused while a step
+    /// gave up on the expert must not wait a whole new deadline). Used from the step thread only.</summary>
+    private readonly Dictionary<ExpertId, DateTime> _failingSince = new();
+
     public float[][] Run(MoeLayerWork work, long stepId, Func<int[], string[]> requestIdsOfRows, StepTimings timings)
     {
         var groups = work.Routing.Groups;
@@ -36,6 +40,7 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
         var pending = Enumerable.Range(0, groups.Count).ToList();
         while (true)
         {
+            var attemptStart = DateTime.UtcNow;
             var asks = pending.Select(i => region.Ask<object>(messages[i], options.AskTimeout)).ToArray();
             try
             {
@@ -56,6 +61,7 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
                         throw new ExpertUnavailableException($"expert {done.Expert} returned {done.Output.Rows} rows for {messages[i].Input.Rows}");
                     results[i] = done.Output.Data;
                     compute += done.ComputeMs;
+                    _failingSince.Remove(done.Expert);
                 }
                 else if (t.IsCompletedSuccessfully && t.Result is ExpertProtocol.BatchFailed failed)
                 {
@@ -64,13 +70,16 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
                 else
                 {
                     retry.Add(i);
+                    var id = messages[i].Expert;
+                    if (!_failingSince.TryGetValue(id, out var since) || attemptStart < since) _failingSince[id] = attemptStart;
                 }
             }
             timings.ExpertBatches += asks.Length - retry.Count;
             if (retry.Count == 0) break;
             string names = string.Join(", ", retry.Select(i => messages[i].Expert.EntityId));
             string requests = string.Join(",", retry.SelectMany(i => messages[i].RequestIds).Distinct());
-            if (sw.Elapsed >= options.RetryDeadline)
+            var outage = DateTime.UtcNow - retry.Min(i => _failingSince[messages[i].Expert]);
+            if (outage >= options.RetryDeadline)
                 throw new ExpertUnavailableException(
                     $"expert {names} did not answer for {options.RetryDeadline.TotalSeconds:F0} s (step {stepId}): " +
                     "no node with role 'expert' is hosting it");

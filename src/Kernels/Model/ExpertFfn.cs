@@ -48,14 +48,22 @@ public sealed class ExpertFfn : IDisposable
         if (count == 0) return y;
         if (GateUp.Weight.dtype == ScalarType.BFloat16 && count <= Linear.NativeMaxRows && GateUp.Weight.device_type == DeviceType.CPU)
         {
-            var hidden = new float[(long)count * IntermediateSize];
-            unsafe
+            // The intermediate activations are scratch: pooled, so decode steps do not churn the large-object heap.
+            var hidden = System.Buffers.ArrayPool<float>.Shared.Rent(count * IntermediateSize);
+            try
             {
-                fixed (float* xp = rows, hp = hidden, yp = y)
+                unsafe
                 {
-                    Bf16Gemv.SiluGateUp((ushort*)TorchInterop.DataPointer(GateUp.Weight), IntermediateSize, h, xp, count, hp);
-                    Bf16Gemv.Multiply((ushort*)TorchInterop.DataPointer(Down.Weight), h, IntermediateSize, hp, count, yp);
+                    fixed (float* xp = rows, hp = hidden, yp = y)
+                    {
+                        Bf16Gemv.SiluGateUp((ushort*)TorchInterop.DataPointer(GateUp.Weight), IntermediateSize, h, xp, count, hp);
+                        Bf16Gemv.Multiply((ushort*)TorchInterop.DataPointer(Down.Weight), h, IntermediateSize, hp, count, yp);
+                    }
                 }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(hidden);
             }
             return y;
         }

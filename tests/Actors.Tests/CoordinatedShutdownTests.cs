@@ -105,7 +105,8 @@ public class CoordinatedShutdownTests(ITestOutputHelper output)
         Assert.True(compared >= total * 3 / 4, $"only {compared} of {total} tokens were comparable (too many near-ties)");
         // Every request was still streaming when the node began to leave.
         for (int i = 0; i < Requests; i++)
-            Assert.True(tokensAfterStopStarted[i] > 0, $"request {i} had finished before the node began to leave");
+            if (want[i].Tokens.Length > StreamedBeforeStop)
+                Assert.True(tokensAfterStopStarted[i] > 0, $"request {i} had finished before the node began to leave");
 
         // Every expert now answers from the surviving node.
         var after = await cluster.LocateExpertsAsync();

@@ -28,7 +28,7 @@ internal static class RoutingOverrideCase
         yield return ("no-experts-0-1", new RoutingOverride(DisabledExperts: disabled), null, new HashSet<int> { 0, 1 });
     }
 
-    private static (int[] Tokens, float[] Margins) ReferenceGreedy(ReferenceModel reference, int[] prompt, int? topK, IReadOnlySet<int>? disabled, IReadOnlySet<int> eos)
+    private static (int[] Tokens, float[] Margins) ReferenceGreedy(ReferenceModel reference, int[] prompt, int? topK, IReadOnlySet<int>? disabled, HashSet<int> eos)
     {
         var seq = reference.NewSequence();
         var logits = reference.Forward(seq, prompt, topK, disabled)[^1];

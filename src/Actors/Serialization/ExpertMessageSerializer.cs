@@ -144,7 +144,7 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
         {
             throw new SerializationException($"expert message '{manifest}' of {bytes.Length} bytes is malformed: {ex.Message}", ex);
         }
-        long rest = r.BaseStream.Length - r.BaseStream.Position;
+        long rest = Remaining(r);
         if (rest != 0)
             throw new SerializationException($"expert message '{manifest}' has {rest} unexpected bytes after its end");
         return message;

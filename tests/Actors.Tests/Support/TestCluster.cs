@@ -7,7 +7,7 @@ namespace MoeServer.Actors.Tests.Support;
 
 /// <summary>All cluster tests share this collection: they run one at a time, after the parallel single-node tests.</summary>
 [CollectionDefinition("cluster", DisableParallelization = true)]
-public sealed class ClusterCollection;
+public sealed class ClusterTestsDefinition;
 
 /// <summary>
 /// A 3-node cluster in the test process: a gateway (scheduler, attention, KV caches; no expert entities) and two

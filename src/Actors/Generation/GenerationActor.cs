@@ -25,7 +25,7 @@ internal sealed class GenerationActor : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly Queue<TokenChunk> _backlog = new();
     private CancellationTokenRegistration _registration;
-    private bool _pausedSent, _waitingForSpace, _abandoned;
+    private bool _pausedSent, _waitingForSpace, _abandoned, _handedOff;
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -88,10 +88,12 @@ internal sealed class GenerationActor : ReceiveActor, IWithTimers
         {
             if (!_writer.TryWrite(c))
             {
-                if (_abandoned && c.IsFinal)
+                if (_abandoned && _backlog.Any(b => b.IsFinal))
                 {
-                    // Nobody reads any more: end the stream without waiting for space.
-                    Finish(c);
+                    // The client is gone and its buffer is full: stop now rather than wait for a reader that may never
+                    // come back. The rest of the stream (up to the final chunk) is written as space frees up, should
+                    // anyone still read it; otherwise it is collected together with the stream.
+                    HandOff();
                     return;
                 }
                 if (!_pausedSent)
@@ -120,6 +122,37 @@ internal sealed class GenerationActor : ReceiveActor, IWithTimers
         }
     }
 
+    private void HandOff()
+    {
+        var rest = _backlog.ToArray();
+        _backlog.Clear();
+        _handedOff = true;
+        var final = rest.First(c => c.IsFinal);
+        if (final.FinishReason == FinishReason.Error) _log.Warning("[{0}] ended with an error: {1}", _request.RequestId, final.Error);
+        _ = WriteRestAsync(_writer, rest);
+        Context.Stop(Self);
+    }
+
+    private static async Task WriteRestAsync(ChannelWriter<TokenChunk> writer, TokenChunk[] rest)
+    {
+        try
+        {
+            foreach (var c in rest)
+            {
+                await writer.WriteAsync(c).ConfigureAwait(false);
+                if (c.IsFinal) break;
+            }
+        }
+        catch (ChannelClosedException)
+        {
+            // completed elsewhere
+        }
+        finally
+        {
+            writer.TryComplete();
+        }
+    }
+
     private void Finish(TokenChunk final)
     {
         if (final.FinishReason == FinishReason.Error) _log.Warning("[{0}] ended with an error: {1}", _request.RequestId, final.Error);
@@ -130,7 +163,7 @@ internal sealed class GenerationActor : ReceiveActor, IWithTimers
     protected override void PostStop()
     {
         _registration.Dispose();
-        _writer.TryComplete();
+        if (!_handedOff) _writer.TryComplete();
         _admitted.TrySetException(new EngineUnavailableException("the engine stopped before the request was admitted"));
     }
 }

@@ -23,6 +23,9 @@ public sealed class GenerationStream : IAsyncEnumerable<TokenChunk>, IAsyncDispo
 
     public string RequestId { get; }
 
+    /// <summary>The request's generation actor (tests watch it end).</summary>
+    internal Akka.Actor.IActorRef? Actor { get; init; }
+
     public async IAsyncEnumerator<TokenChunk> GetAsyncEnumerator(CancellationToken cancellationToken = default)
     {
         using var reg = cancellationToken.Register(_cancel);

@@ -65,7 +65,10 @@ public sealed class MoeEngine
             {
                 // already finished
             }
-        });
+        })
+        {
+            Actor = actor,
+        };
     }
 
     public Task<EngineStats> GetStatsAsync(TimeSpan? timeout = null) =>

@@ -99,7 +99,7 @@ public sealed class SchedulerActor : ReceiveActor
         if (need > _options.KvCacheBudgetBytes)
         {
             m.Generation.Tell(new Rejected(req.RequestId, RejectionKind.Invalid,
-                $"prompt ({prompt} tokens) + max_tokens ({maxTokens}) need {need >> 20} MiB of KV cache, over the engine's budget of {_options.KvCacheBudgetBytes >> 20} MiB"));
+                $"prompt ({prompt} tokens) + max_tokens ({maxTokens}) need {FormatBytes(need)} of KV cache, over the engine's budget of {FormatBytes(_options.KvCacheBudgetBytes)}; lower max_tokens"));
             return;
         }
         bool runsNow = _waiting.Count == 0 && _running.Count < _options.MaxRunningSequences && _kvReserved + need <= _options.KvCacheBudgetBytes;
@@ -128,6 +128,14 @@ public sealed class SchedulerActor : ReceiveActor
         TryAdmit();
         MaybeStep();
     }
+
+    private static string FormatBytes(long bytes) => bytes switch
+    {
+        < 1L << 10 => $"{bytes} bytes",
+        < 1L << 20 => $"{bytes / 1024.0:0.#} KiB",
+        < 1L << 30 => $"{bytes / (1024.0 * 1024):0.#} MiB",
+        _ => $"{bytes / (1024.0 * 1024 * 1024):0.##} GiB",
+    };
 
     private void OnCancel(Cancel m)
     {

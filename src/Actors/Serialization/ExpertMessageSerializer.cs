@@ -125,9 +125,35 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
                 "(akka.remote.dot-netty.tcp.maximum-frame-size); lower moe.scheduler.max-batch-tokens or raise the frame size");
     }
 
+    /// <summary>
+    /// Decodes a message, or throws <see cref="SerializationException"/> when the bytes are not a whole, well-formed
+    /// message of the manifest's kind (truncated, corrupted header, trailing bytes): never a half-read message, and
+    /// never an allocation sized by a corrupted header.
+    /// </summary>
     public override object FromBinary(byte[] bytes, string manifest)
     {
-        using var r = new BinaryReader(new MemoryStream(bytes, writable: false), Encoding.UTF8);
+        ArgumentNullException.ThrowIfNull(bytes);
+        using var r = new BinaryReader(new MemoryStream(bytes, writable: false), new UTF8Encoding(false, throwOnInvalidBytes: true));
+        object message;
+        try
+        {
+            message = Decode(r, manifest);
+        }
+        catch (Exception ex) when (ex is EndOfStreamException or IOException or FormatException or OverflowException
+                                       or ArgumentException or DecoderFallbackException)
+        {
+            throw new SerializationException($"expert message '{manifest}' of {bytes.Length} bytes is malformed: {ex.Message}", ex);
+        }
+        long rest = Remaining(r);
+        if (rest != 0)
+            throw new SerializationException($"expert message '{manifest}' has {rest} unexpected bytes after its end");
+        return message;
+    }
+
+    private static long Remaining(BinaryReader r) => r.BaseStream.Length - r.BaseStream.Position;
+
+    private static object Decode(BinaryReader r, string manifest)
+    {
         byte v = r.ReadByte();
         if (v != Version) throw new SerializationException($"expert message version {v} is not supported (expected {Version})");
         switch (manifest)
@@ -137,6 +163,8 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
                 var expert = ReadExpert(r);
                 long step = r.ReadInt64();
                 int n = r.ReadInt32();
+                // Every id takes at least its length byte.
+                if (n < 0 || n > Remaining(r)) throw new SerializationException($"RunBatch with {n} request ids in {Remaining(r)} bytes");
                 var ids = new string[n];
                 for (int i = 0; i < n; i++) ids[i] = r.ReadString();
                 return new ExpertProtocol.RunBatch(expert, step, ReadBlock(r), ids);
@@ -201,6 +229,15 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
         if (rank != 2) throw new SerializationException($"activation block of rank {rank}; expected 2");
         int rows = r.ReadInt32(), width = r.ReadInt32();
         if (rows < 0 || width < 0) throw new SerializationException($"activation block with shape [{rows}, {width}]");
+        int elementBytes = dtype switch
+        {
+            WireDType.F32 => 4,
+            WireDType.BF16 => 2,
+            _ => throw new SerializationException($"activation block of unknown dtype {(byte)dtype}"),
+        };
+        long need = (long)rows * width * elementBytes;
+        if (need > Remaining(r))
+            throw new SerializationException($"activation block [{rows}, {width}] needs {need} bytes of data, the message has {Remaining(r)}");
         var data = new float[(long)rows * width];
         switch (dtype)
         {

@@ -42,7 +42,7 @@ public static class DirectGreedy
         {
             if (margins[i] < 1e-4f) break;
             Assert.True(i < actual.Count, $"{what}: stream ended after {actual.Count} tokens, expected {expected.Length}");
-            Assert.True(expected[i] == actual[i], $"{what}: token {i} is {actual[i]}, the direct loop gives {expected[i]} (margin {margins[i]:G3})");
+            Assert.True(expected[i] == actual[i], $"{what}: token {i} is {actual[i]}, expected {expected[i]} (top-2 margin {margins[i]:G3})");
             n++;
         }
         return n;

@@ -8,6 +8,9 @@ public sealed class LogCapture : ILoggerProvider
 {
     private readonly ConcurrentQueue<string> _lines = new();
 
+    /// <summary>MOE_TEST_VERBOSE=1 echoes every line (information and up), for debugging a test.</summary>
+    private static readonly bool Verbose = Environment.GetEnvironmentVariable("MOE_TEST_VERBOSE") == "1";
+
     public IReadOnlyCollection<string> Lines => _lines;
 
     public bool Contains(string fragment) => _lines.Any(l => l.Contains(fragment, StringComparison.Ordinal));
@@ -28,7 +31,7 @@ public sealed class LogCapture : ILoggerProvider
         {
             string line = $"{DateTime.UtcNow:HH:mm:ss.fff} {logLevel} {category}: {formatter(state, exception)}";
             owner._lines.Enqueue(line);
-            if (logLevel >= LogLevel.Warning) Console.Error.WriteLine(line);
+            if (logLevel >= LogLevel.Warning || Verbose) Console.Error.WriteLine(line);
         }
     }
 }

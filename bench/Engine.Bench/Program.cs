@@ -22,8 +22,12 @@ string outFile = ArgValue("--out") ?? Path.Combine(repo, "bench", "results", "en
 string[] presets = (ArgValue("--presets") ?? "bench,small").Split(',', StringSplitOptions.RemoveEmptyEntries);
 int[] concurrencies = (ArgValue("--concurrency") ?? "1,8,32").Split(',').Select(int.Parse).ToArray();
 int promptLen = 8;
-int maxTokens = quick ? 16 : 32;
-int rounds = quick ? 2 : 3;
+// Tokens per request and rounds per preset: every measurement should last about a second or more (a 4-layer
+// model's step is ~3 ms, so 32 tokens would be ~0.1 s and timer, GC and scheduling noise would dominate).
+(int MaxTokens, int Rounds) Workload(string preset) => preset == "small"
+    ? (quick ? 64 : 256, quick ? 2 : 5)
+    : (quick ? 16 : 32, quick ? 2 : 3);
+var workloads = new Dictionary<string, int>();
 
 Console.WriteLine("measuring machine limits (read bandwidth, matmul rates)...");
 var limits = MachineLimits.Measure();
@@ -33,6 +37,8 @@ var results = new List<Result>();
 foreach (string preset in presets)
 {
     string dir = EnsureCheckpoint(preset);
+    var (maxTokens, rounds) = Workload(preset);
+    workloads[preset] = maxTokens;
     var cfg = ModelConfig.Load(dir);
     var prompts = Enumerable.Range(0, concurrencies.Max()).Select(i =>
     {
@@ -62,6 +68,8 @@ foreach (string preset in presets)
         {
             var (dtps, dsecs) = Direct(model, prompts, n, maxTokens);
             Keep(best, new Result(preset, "direct loop", n, dtps, dsecs, null));
+            var (ptps, psecs, psplit) = PhasedDirect(model, prompts, n, maxTokens);
+            Keep(best, new Result(preset, "direct, phased", n, ptps, psecs, psplit));
             foreach (var (mode, engine) in engines)
             {
                 var before = await engine.GetStatsAsync();
@@ -83,7 +91,7 @@ foreach (string preset in presets)
     GC.Collect();
 }
 
-WriteReport(outFile, limits, results, quick, promptLen, maxTokens);
+WriteReport(outFile, limits, results, quick, promptLen, workloads);
 return 0;
 
 MoeSettings Settings(string dir, NodeRole role, string? seed) => MoeSettings.Load(role, $$"""
@@ -103,6 +111,57 @@ MoeSettings Settings(string dir, NodeRole role, string? seed) => MoeSettings.Loa
     double secs = sw.Elapsed.TotalSeconds;
     foreach (var s in seqs) s.Dispose();
     return (n * steps / secs, secs);
+}
+
+// The direct loop cut into the engine's phases (the step runner's calls, experts run inline on this thread instead of
+// in entities): the same split as the engines', without any actor in the way.
+(double TokensPerSecond, double Seconds, StepSplit Split) PhasedDirect(MoeModel model, int[][] prompts, int n, int steps)
+{
+    var seqs = Enumerable.Range(0, n).Select(i => model.NewSequence(promptLen + steps + 1)).ToArray();
+    double embed = 0, attn = 0, gate = 0, expert = 0, sample = 0;
+    var sw = Stopwatch.StartNew();
+    int[][] tokens = prompts.Take(n).ToArray();
+    for (int t = 0; t < steps; t++)
+    {
+        var batch = new BatchLayout(seqs.Select((s, i) => new BatchSegment(s, tokens[i])).ToArray());
+        TorchRuntime.UseThreadsFor(batch.TotalTokens);
+        using var noGrad = TorchSharp.torch.no_grad();
+        long mark = Stopwatch.GetTimestamp();
+        double Lap()
+        {
+            long now = Stopwatch.GetTimestamp();
+            double ms = Stopwatch.GetElapsedTime(mark, now).TotalMilliseconds;
+            mark = now;
+            return ms;
+        }
+        var x = model.Embed(batch);
+        embed += Lap();
+        for (int l = 0; l < model.Config.NumLayers; l++)
+        {
+            var y = model.AttentionBlock(l, x, batch);
+            x.Dispose();
+            x = y;
+            attn += Lap();
+            using var work = model.BeginMoe(l, x, batch);
+            gate += Lap();
+            var experts = model.Weights.Layers[l].Experts;
+            var outputs = work.Routing.Groups.Select((g, i) => experts[g.Expert].Forward(work.GroupInput(i), g.Rows.Length)).ToArray();
+            expert += Lap();
+            y = model.FinishMoe(work, x, outputs);
+            x.Dispose();
+            x = y;
+            gate += Lap();
+        }
+        using var logits = model.Logits(x, batch.LastRows());
+        x.Dispose();
+        MoeModel.Commit(batch);
+        embed += Lap();
+        tokens = Sample(logits, n, model.Config.VocabSize).Select(id => new[] { id }).ToArray();
+        sample += Lap();
+    }
+    double secs = sw.Elapsed.TotalSeconds;
+    foreach (var s in seqs) s.Dispose();
+    return (n * steps / secs, secs, new StepSplit(attn / steps, gate / steps, expert / steps, 0, sample / steps, embed / steps, steps));
 }
 
 static int[] Sample(TorchSharp.torch.Tensor logits, int n, int vocab)
@@ -192,7 +251,7 @@ static string FindRepoRoot()
     return d ?? Directory.GetCurrentDirectory();
 }
 
-static void WriteReport(string path, MachineLimits m, List<Result> results, bool quick, int promptLen, int maxTokens)
+static void WriteReport(string path, MachineLimits m, List<Result> results, bool quick, int promptLen, Dictionary<string, int> maxTokens)
 {
     Directory.CreateDirectory(Path.GetDirectoryName(path)!);
     var sb = new StringBuilder();
@@ -200,7 +259,7 @@ static void WriteReport(string path, MachineLimits m, List<Result> results, bool
     sb.AppendLine();
     sb.AppendLine($"Date: {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC. Machine: {m.CpuModel}, {m.Cores} cores; read bandwidth {m.ReadGBps:F1} GB/s, " +
                   $"bf16 matmul {m.Bf16MatmulGflops:F0} GFLOP/s, fp32 matmul {m.Fp32MatmulGflops:F0} GFLOP/s (measured in this run). Mode: {(quick ? "quick" : "full")}.");
-    sb.AppendLine($"Workload: N concurrent greedy requests, {promptLen}-token prompts, {maxTokens} generated tokens each, bf16 weights; " +
+    sb.AppendLine($"Workload: N concurrent greedy requests, {promptLen}-token prompts, {string.Join(", ", maxTokens.Select(kv => $"{kv.Value} generated tokens each on {kv.Key}"))}, bf16 weights; " +
                   "throughput = generated tokens / wall time from first submit to last token (prefill included, same work for every mode). " +
                   "The three modes run side by side in one process, measured in interleaved rounds after a warm-up at each concurrency; best round shown.");
     sb.AppendLine();

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Akka.Actor;
 using Akka.Event;
+using MoeServer.Actors.Compute;
 using MoeServer.Actors.Scheduling;
 using MoeServer.Actors.Serialization;
 using MoeServer.Kernels.Model;
@@ -8,22 +9,30 @@ using MoeServer.Kernels.Model;
 namespace MoeServer.Actors.Experts;
 
 /// <summary>
-/// Sends one <see cref="ExpertProtocol.RunBatch"/> per selected expert of a layer to the shard region and waits for
-/// all replies. An expert that does not answer within the ask timeout is asked again (its shard may be moving to a
-/// surviving node) until the retry deadline; then the step fails with an error naming the expert.
-/// Runs on the scheduler's step thread, which may block.
+/// Sends one <see cref="ExpertProtocol.RunBatch"/> per selected expert of a layer and waits for all replies (on the
+/// compute thread, which meanwhile runs the batches of local experts). An expert that does not answer within the ask
+/// timeout is asked again through the shard region (its shard may be moving to a surviving node) until the retry
+/// deadline; then the step fails with an error naming the expert. Runs on the scheduler's compute thread.
 /// </summary>
-public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, long maxFrameBytes, ILoggingAdapter log)
+/// <remarks>
+/// Local entities that have answered once are then sent to directly (their ref, not the region and shard hops);
+/// a ref whose entity has stopped is dropped before use, and one that stops between send and receipt costs one ask
+/// timeout, after which the region routes the retry. Remote entities always go through the region.
+/// </remarks>
+public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, long maxFrameBytes, ILoggingAdapter log,
+    ExpertReplySink replies, ComputeThread thread)
 {
     /// <summary>Since when each expert has not been answering (across steps: a request that was paused while a step
-    /// gave up on the expert must not wait a whole new deadline). Used from the step thread only.</summary>
+    /// gave up on the expert must not wait a whole new deadline). Used from the compute thread only.</summary>
     private readonly Dictionary<ExpertId, DateTime> _failingSince = new();
+    private readonly Dictionary<ExpertId, IInternalActorRef> _localEntities = new();
 
     public float[][] Run(MoeLayerWork work, long stepId, Func<int[], string[]> requestIdsOfRows, StepTimings timings)
     {
         var groups = work.Routing.Groups;
         var results = new float[groups.Count][];
         var messages = new ExpertProtocol.RunBatch[groups.Count];
+        var groupOf = new Dictionary<ExpertId, int>(groups.Count);
         for (int i = 0; i < groups.Count; i++)
         {
             var g = groups[i];
@@ -33,64 +42,83 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
                 throw new MessageTooLargeException($"RunBatch for expert {work.Layer}.{g.Expert} ({g.Rows.Length} rows) needs {bytes} bytes, " +
                     $"over the remote frame of {maxFrameBytes} bytes; lower moe.scheduler.max-batch-tokens or raise akka.remote.dot-netty.tcp.maximum-frame-size");
             messages[i] = new ExpertProtocol.RunBatch(new ExpertId(work.Layer, g.Expert), stepId, block, requestIdsOfRows(g.Rows));
+            groupOf[messages[i].Expert] = i;
         }
 
-        var sw = Stopwatch.StartNew();
+        long started = Stopwatch.GetTimestamp();
         double compute = 0;
-        var pending = Enumerable.Range(0, groups.Count).ToList();
+        var pending = new HashSet<int>(Enumerable.Range(0, groups.Count));
+        foreach (int i in pending) Send(messages[i], viaRegion: false);
         while (true)
         {
             var attemptStart = DateTime.UtcNow;
-            var asks = pending.Select(i => region.Ask<object>(messages[i], options.AskTimeout)).ToArray();
-            try
+            long deadline = Stopwatch.GetTimestamp() + (long)(options.AskTimeout.TotalSeconds * Stopwatch.Frequency);
+            while (pending.Count > 0 && thread.RunUntil(() => replies.HasReplies, deadline))
             {
-                Task.WaitAll(asks);
-            }
-            catch (AggregateException)
-            {
-                // Inspected per task below.
-            }
-            var retry = new List<int>();
-            for (int j = 0; j < asks.Length; j++)
-            {
-                int i = pending[j];
-                var t = asks[j];
-                if (t.IsCompletedSuccessfully && t.Result is ExpertProtocol.BatchDone done)
+                while (replies.TryTake(out var reply, out var sender))
                 {
-                    if (done.Output.Rows != messages[i].Input.Rows)
-                        throw new ExpertUnavailableException($"expert {done.Expert} returned {done.Output.Rows} rows for {messages[i].Input.Rows}");
-                    results[i] = done.Output.Data;
-                    compute += done.ComputeMs;
-                    _failingSince.Remove(done.Expert);
-                }
-                else if (t.IsCompletedSuccessfully && t.Result is ExpertProtocol.BatchFailed failed)
-                {
-                    throw new ExpertUnavailableException(failed.Reason);
-                }
-                else
-                {
-                    retry.Add(i);
-                    var id = messages[i].Expert;
-                    if (!_failingSince.TryGetValue(id, out var since) || attemptStart < since) _failingSince[id] = attemptStart;
+                    switch (reply)
+                    {
+                        case ExpertProtocol.BatchDone done when done.StepId == stepId && groupOf.TryGetValue(done.Expert, out int i) && pending.Remove(i):
+                            if (done.Output.Rows != messages[i].Input.Rows)
+                                throw new ExpertUnavailableException($"expert {done.Expert} returned {done.Output.Rows} rows for {messages[i].Input.Rows}");
+                            results[i] = done.Output.Data;
+                            compute += done.ComputeMs;
+                            _failingSince.Remove(done.Expert);
+                            if (sender is IInternalActorRef { IsLocal: true } local) _localEntities[done.Expert] = local;
+                            timings.ExpertBatches++;
+                            break;
+                        case ExpertProtocol.BatchFailed failed when failed.StepId == stepId && groupOf.ContainsKey(failed.Expert):
+                            throw new ExpertUnavailableException(failed.Reason);
+                        default:
+                            break; // a late reply to an earlier attempt or step
+                    }
                 }
             }
-            timings.ExpertBatches += asks.Length - retry.Count;
-            if (retry.Count == 0) break;
-            string names = string.Join(", ", retry.Select(i => messages[i].Expert.EntityId));
-            string requests = string.Join(",", retry.SelectMany(i => messages[i].RequestIds).Distinct());
-            var outage = DateTime.UtcNow - retry.Min(i => _failingSince[messages[i].Expert]);
+            if (pending.Count == 0) break;
+
+            foreach (int i in pending)
+            {
+                var id = messages[i].Expert;
+                if (!_failingSince.TryGetValue(id, out var since) || attemptStart < since) _failingSince[id] = attemptStart;
+            }
+            string names = string.Join(", ", pending.Select(i => messages[i].Expert.EntityId));
+            string requests = string.Join(",", pending.SelectMany(i => messages[i].RequestIds).Distinct());
+            var outage = DateTime.UtcNow - pending.Min(i => _failingSince[messages[i].Expert]);
             if (outage >= options.RetryDeadline)
                 throw new ExpertUnavailableException(
                     $"expert {names} did not answer for {options.RetryDeadline.TotalSeconds:F0} s (step {stepId}): " +
                     "no node with role 'expert' is hosting it");
             log.Warning("[{0}] expert {1} did not answer within {2} s (step {3}); asking again", requests, names,
                 options.AskTimeout.TotalSeconds, stepId);
-            timings.ExpertRetries += retry.Count;
-            pending = retry;
+            timings.ExpertRetries += pending.Count;
+            foreach (int i in pending) Send(messages[i], viaRegion: true);
         }
-        double wall = sw.Elapsed.TotalMilliseconds;
+        double wall = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         timings.ExpertComputeMs += compute;
         timings.MessagingMs += Math.Max(0, wall - compute);
         return results;
+    }
+
+    private void Send(ExpertProtocol.RunBatch message, bool viaRegion)
+    {
+        if (!viaRegion && _localEntities.TryGetValue(message.Expert, out var entity))
+        {
+            // IsTerminated is a racy hint (hence obsolete in Akka): a stop after this check costs one ask timeout.
+#pragma warning disable CS0618
+            bool stopped = entity.IsTerminated;
+#pragma warning restore CS0618
+            if (!stopped)
+            {
+                entity.Tell(message, replies);
+                return;
+            }
+            _localEntities.Remove(message.Expert);
+        }
+        else if (viaRegion)
+        {
+            _localEntities.Remove(message.Expert);
+        }
+        region.Tell(message, replies);
     }
 }

@@ -7,6 +7,7 @@ using Akka.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using MoeServer.Actors.Cluster;
+using MoeServer.Actors.Compute;
 using MoeServer.Actors.Experts;
 using MoeServer.Actors.Generation;
 using MoeServer.Actors.Scheduling;
@@ -104,7 +105,9 @@ public static class MoeNodeHostingExtensions
 
                 var model = runtime.Model!;
                 var scheduler = system.ActorOf(SchedulerActor.PropsFor(model, runtime.Tokenizer!,
-                    log => new ExpertDispatcher(region, settings.Experts, frame, log), settings.Scheduler), "scheduler");
+                    log => new ExpertDispatcher(region, settings.Experts, frame, log,
+                        new ExpertReplySink(system, ComputeThreads.Get(system).Thread), ComputeThreads.Get(system).Thread),
+                    settings.Scheduler), "scheduler");
                 registry.Register<SchedulerActor>(scheduler);
                 runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler);
                 cluster.RegisterOnMemberUp(() => _ = WarmUpAsync(system, region, cfg, settings.Experts, status));

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Akka.Actor;
 using Akka.Event;
+using MoeServer.Actors.Compute;
 using MoeServer.Actors.Generation;
 using MoeServer.Kernels.Generation;
 using MoeServer.Kernels.Model;
@@ -12,7 +13,7 @@ namespace MoeServer.Actors.Scheduling;
 
 /// <summary>
 /// The router: continuous batching over every admitted request. Each step takes one decode token from every
-/// running sequence and fills the rest of the token budget with prefill chunks, runs the model on the step thread
+/// running sequence and fills the rest of the token budget with prefill chunks, runs the model on the node's compute thread
 /// (experts through the shard region), samples, and streams the tokens to each request's generation actor.
 /// Requests join and leave between steps; admission is bounded by running sequences and KV-cache memory, and a
 /// bounded wait queue refuses requests beyond it at once.
@@ -24,7 +25,7 @@ public sealed class SchedulerActor : ReceiveActor
     private readonly HfTokenizer _tokenizer;
     private readonly SchedulerOptions _options;
     private readonly StepRunner _runner;
-    private readonly StepThread _stepThread = new("moe-step");
+    private readonly ComputeThread _compute = ComputeThreads.Get(Context.System).Thread;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly LinkedList<SequenceState> _waiting = new();
     private readonly List<SequenceState> _running = new();
@@ -63,7 +64,6 @@ public sealed class SchedulerActor : ReceiveActor
             MaybeStep();
         });
         Receive<StepResult>(OnStepDone);
-        Receive<Status.Failure>(f => _log.Error(f.Cause, "step thread failed"));
         Receive<GetStats>(_ => Sender.Tell(Stats()));
         Receive<Drain>(_ =>
         {
@@ -168,7 +168,8 @@ public sealed class SchedulerActor : ReceiveActor
         if (plan is null) return;
         _stepInFlight = true;
         foreach (var seg in plan.Segments) seg.Sequence.InStep = true;
-        _stepThread.Run(() => _runner.Run(plan)).PipeTo(Self);
+        var self = Self;
+        _compute.Post(() => self.Tell(_runner.Run(plan))); // Run reports its own failures in the result
     }
 
     /// <summary>Decode tokens first (latency of running streams), then prefill chunks in admission order.</summary>
@@ -305,10 +306,9 @@ public sealed class SchedulerActor : ReceiveActor
 
     protected override void PostStop()
     {
-        _stepThread.Dispose();
         foreach (var s in _byId.Values.ToArray())
         {
-            if (s.InStep) continue; // the step thread still uses its cache; it ends with the process
+            if (s.InStep) continue; // the compute thread still uses its cache; it ends with the process
             s.Cache?.Dispose();
             s.Generation.Tell(new Emit(new TokenChunk(s.Id, "", -1, null)
             {

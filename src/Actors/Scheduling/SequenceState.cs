@@ -7,7 +7,7 @@ using MoeServer.Kernels.Tokenization;
 namespace MoeServer.Actors.Scheduling;
 
 /// <summary>A request inside the scheduler: waiting, prefilling (in chunks) or decoding. Owned by the scheduler actor;
-/// the step thread only reads the cache and tokens of the plan it was given.</summary>
+/// the compute thread only reads the cache and tokens of the plan it was given.</summary>
 internal sealed class SequenceState
 {
     public required GenerationRequest Request { get; init; }

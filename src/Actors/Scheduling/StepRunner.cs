@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace MoeServer.Actors.Scheduling;
 
 /// <summary>
-/// Runs one step of the model for a plan on the step thread: embeddings, then per layer attention (here, where the
+/// Runs one step of the model for a plan on the node's compute thread: embeddings, then per layer attention (here, where the
 /// KV caches live), the gate, the routed experts through <see cref="ExpertDispatcher"/>, and the combine; finally the
 /// LM head for the rows that need next-token logits.
 /// </summary>

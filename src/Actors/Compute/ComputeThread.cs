@@ -14,6 +14,7 @@ public sealed class ComputeThread : IDisposable
 {
     private readonly object _lock = new();
     private readonly Queue<IRunnable> _mailboxes = new();
+    private readonly Queue<IRunnable> _betweenSteps = new();
     private readonly Queue<Action> _jobs = new();
     private readonly Thread _thread;
     private long _signals;
@@ -33,6 +34,18 @@ public sealed class ComputeThread : IDisposable
         lock (_lock)
         {
             _mailboxes.Enqueue(run);
+            Monitor.PulseAll(_lock);
+        }
+    }
+
+    /// <summary>Queues a mailbox run that must not happen inside a step (the scheduler's: it owns the state a step
+    /// reads). It runs right after the step, on this thread: a step's result reaches the scheduler and the next step
+    /// starts without a thread switch.</summary>
+    public void ExecuteBetweenSteps(IRunnable run)
+    {
+        lock (_lock)
+        {
+            _betweenSteps.Enqueue(run);
             Monitor.PulseAll(_lock);
         }
     }
@@ -96,8 +109,9 @@ public sealed class ComputeThread : IDisposable
             Action? job = null;
             lock (_lock)
             {
-                while (_mailboxes.Count == 0 && _jobs.Count == 0 && !_stopping) Monitor.Wait(_lock);
+                while (_mailboxes.Count == 0 && _betweenSteps.Count == 0 && _jobs.Count == 0 && !_stopping) Monitor.Wait(_lock);
                 if (_mailboxes.Count > 0) run = _mailboxes.Dequeue();
+                else if (_betweenSteps.Count > 0) run = _betweenSteps.Dequeue();
                 else if (_jobs.Count > 0) job = _jobs.Dequeue();
                 else return;
             }

@@ -77,7 +77,10 @@ public sealed class SchedulerActor : ReceiveActor
     public delegate Experts.ExpertDispatcher ExpertDispatcherFactory(ILoggingAdapter log);
 
     public static Props PropsFor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options) =>
-        Props.Create(() => new SchedulerActor(model, tokenizer, dispatcher, options));
+        Props.Create(() => new SchedulerActor(model, tokenizer, dispatcher, options)).WithDispatcher(DispatcherId);
+
+    /// <summary>The scheduler runs on the node's compute thread between steps (hocon/base.hocon).</summary>
+    public const string DispatcherId = "moe-scheduler-dispatcher";
 
     private void OnSubmit(Submit m)
     {

@@ -71,8 +71,9 @@ public sealed class MoeEngine
         };
     }
 
+    /// <summary>The scheduler's counters. It answers between steps, so the default timeout allows for long prefill steps.</summary>
     public Task<EngineStats> GetStatsAsync(TimeSpan? timeout = null) =>
-        _scheduler.Ask<EngineStats>(new SchedulerProtocol.GetStats(), timeout ?? TimeSpan.FromSeconds(5));
+        _scheduler.Ask<EngineStats>(new SchedulerProtocol.GetStats(), timeout ?? TimeSpan.FromSeconds(30));
 
     /// <summary>Stops admitting requests and completes when every running and waiting request has finished.</summary>
     public Task DrainAsync(TimeSpan timeout) => _scheduler.Ask<SchedulerProtocol.Drained>(new SchedulerProtocol.Drain(), timeout);

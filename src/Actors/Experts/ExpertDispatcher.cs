@@ -12,7 +12,8 @@ namespace MoeServer.Actors.Experts;
 /// Sends one <see cref="ExpertProtocol.RunBatch"/> per selected expert of a layer and waits for all replies (on the
 /// compute thread, which meanwhile runs the batches of local experts). An expert that does not answer within the ask
 /// timeout is asked again through the shard region (its shard may be moving to a surviving node) until the retry
-/// deadline; then the step fails with an error naming the expert. Runs on the scheduler's compute thread.
+/// deadline, or at once when no reachable cluster member with role 'expert' is left (nothing could take the shards
+/// over); then the step fails with an error naming the expert. Runs on the scheduler's compute thread.
 /// </summary>
 /// <remarks>
 /// Local entities that have answered once are then sent to directly (their ref, not the region and shard hops);
@@ -20,7 +21,7 @@ namespace MoeServer.Actors.Experts;
 /// timeout, after which the region routes the retry. Remote entities always go through the region.
 /// </remarks>
 public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, long maxFrameBytes, ILoggingAdapter log,
-    ExpertReplySink replies, ComputeThread thread)
+    ExpertReplySink replies, ComputeThread thread, Func<bool> anyExpertHostReachable)
 {
     /// <summary>Since when each expert has not been answering (across steps: a request that was paused while a step
     /// gave up on the expert must not wait a whole new deadline). Used from the compute thread only.</summary>
@@ -89,6 +90,9 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
                 throw new ExpertUnavailableException(
                     $"expert {names} did not answer for {options.RetryDeadline.TotalSeconds:F0} s (step {stepId}): " +
                     "no node with role 'expert' is hosting it");
+            if (!anyExpertHostReachable())
+                throw new ExpertUnavailableException(
+                    $"expert {names} did not answer (step {stepId}): no reachable cluster member with role 'expert' is left");
             log.Warning("[{0}] expert {1} did not answer within {2} s (step {3}); asking again", requests, names,
                 options.AskTimeout.TotalSeconds, stepId);
             timings.ExpertRetries += pending.Count;

@@ -106,7 +106,8 @@ public static class MoeNodeHostingExtensions
                 var model = runtime.Model!;
                 var scheduler = system.ActorOf(SchedulerActor.PropsFor(model, runtime.Tokenizer!,
                     log => new ExpertDispatcher(region, settings.Experts, frame, log,
-                        new ExpertReplySink(system, ComputeThreads.Get(system).Thread), ComputeThreads.Get(system).Thread),
+                        new ExpertReplySink(system, ComputeThreads.Get(system).Thread), ComputeThreads.Get(system).Thread,
+                        () => AnyExpertHostReachable(cluster)),
                     settings.Scheduler), "scheduler");
                 registry.Register<SchedulerActor>(scheduler);
                 runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler);
@@ -116,6 +117,16 @@ public static class MoeNodeHostingExtensions
         // Registered after Akka, so it stops first: drain before the ActorSystem leaves the cluster.
         services.AddHostedService(sp => new DrainOnShutdown(runtime, sp.GetRequiredService<ActorSystem>()));
         return services;
+    }
+
+    /// <summary>Whether some member that can host experts is up and reachable (read from the cluster's snapshot,
+    /// safe off the actor threads).</summary>
+    private static bool AnyExpertHostReachable(Akka.Cluster.Cluster cluster)
+    {
+        var state = cluster.State;
+        return state.Members.Any(m => m.HasRole(NodeRoles.ExpertRole)
+            && (m.Status is Akka.Cluster.MemberStatus.Up or Akka.Cluster.MemberStatus.WeaklyUp or Akka.Cluster.MemberStatus.Joining)
+            && !state.Unreachable.Contains(m));
     }
 
     /// <summary>Pings every expert until all answer (their weights load on first contact), then reports ready.</summary>

@@ -54,11 +54,14 @@ internal static class HealthEndpoints
 }
 
 /// <summary>Readiness of this node as a health check (tag "ready").</summary>
-internal sealed class NodeReadinessCheck(NodeStatus status) : IHealthCheck
+/// <remarks>On a gateway, once the node is up and warmed up, every expert must also answer a ping (so /ready goes back
+/// to 503 when expert nodes are gone).</remarks>
+internal sealed class NodeReadinessCheck(NodeStatus status, ExpertReadinessProbe? experts = null) : IHealthCheck
 {
-    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var (ready, reason) = status.Readiness();
-        return Task.FromResult(ready ? HealthCheckResult.Healthy(reason) : HealthCheckResult.Unhealthy(reason));
+        if (ready && status.Role.RunsGateway() && experts is not null) (ready, reason) = await experts.CheckAsync().ConfigureAwait(false);
+        return ready ? HealthCheckResult.Healthy(reason) : HealthCheckResult.Unhealthy(reason);
     }
 }

@@ -46,18 +46,13 @@ catch (Exception e) when (e is UsageException or ArgumentException or FormatExce
     return UsageError(e is UsageException ? e.Message : $"bad configuration: {e.Message}");
 }
 
-var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
-builder.Logging.ClearProviders();
-ConsoleLogging.Configure(builder.Logging);
-builder.WebHost.UseUrls([.. cl.Urls]);
-// SIGTERM: stop taking HTTP requests, let a gateway drain its running generations, then leave the cluster.
-builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMinutes(2));
 var node = settings.Node;
 boot.LogInformation("starting node: role {Role}, model {Model}, device {Device}, precision {Precision}",
     node.Role.ToString().ToLowerInvariant(), node.ModelDir, node.Device, node.Precision);
+WebApplication app;
 try
 {
-    builder.Services.AddMoeNode(settings, m => boot.LogInformation("{Message}", m));
+    app = GatewayApp.Create(settings, cl.Urls, m => boot.LogInformation("{Message}", m));
 }
 catch (Exception e)
 {
@@ -65,10 +60,6 @@ catch (Exception e)
     boot.LogDebug(e, "start-up failure");
     return 1;
 }
-builder.Services.AddNodeHealthChecks();
-
-var app = builder.Build();
-app.MapNodeHealthEndpoints();
 var runtime = app.Services.GetRequiredService<MoeNodeRuntime>();
 try
 {

@@ -33,6 +33,7 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
         var groups = work.Routing.Groups;
         var results = new float[groups.Count][];
         var messages = new ExpertProtocol.RunBatch[groups.Count];
+        string? trace = EngineTracing.CurrentTraceParent();
         var groupOf = new Dictionary<ExpertId, int>(groups.Count);
         for (int i = 0; i < groups.Count; i++)
         {
@@ -42,7 +43,7 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
             if (bytes > maxFrameBytes)
                 throw new MessageTooLargeException($"RunBatch for expert {work.Layer}.{g.Expert} ({g.Rows.Length} rows) needs {bytes} bytes, " +
                     $"over the remote frame of {maxFrameBytes} bytes; lower moe.scheduler.max-batch-tokens or raise akka.remote.dot-netty.tcp.maximum-frame-size");
-            messages[i] = new ExpertProtocol.RunBatch(new ExpertId(work.Layer, g.Expert), stepId, block, requestIdsOfRows(g.Rows));
+            messages[i] = new ExpertProtocol.RunBatch(new ExpertId(work.Layer, g.Expert), stepId, block, requestIdsOfRows(g.Rows), trace);
             groupOf[messages[i].Expert] = i;
         }
 

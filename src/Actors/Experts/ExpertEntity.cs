@@ -55,6 +55,8 @@ public sealed class ExpertEntity : ReceiveActor
             Sender.Tell(new ExpertProtocol.BatchFailed(_id, m.StepId, _loadError ?? $"expert {_id} has no weights"));
             return;
         }
+        using var span = EngineTracing.StartExpertSpan(m.TraceParent, _id.EntityId);
+        span?.SetTag("moe.rows", m.Input.Rows);
         try
         {
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();

@@ -6,7 +6,8 @@ public static class ExpertProtocol
 {
     /// <summary>One expert's rows of a step (rows grouped by expert). <paramref name="RequestIds"/> name the requests
     /// whose tokens are in the block, for log lines on the expert's node.</summary>
-    public sealed record RunBatch(ExpertId Expert, long StepId, ActivationBlock Input, string[] RequestIds) : IWithExpertId;
+    /// <param name="TraceParent">W3C trace context of the step's span (null when traces are not collected).</param>
+    public sealed record RunBatch(ExpertId Expert, long StepId, ActivationBlock Input, string[] RequestIds, string? TraceParent = null) : IWithExpertId;
 
     /// <summary>The expert's FFN output for the rows of <see cref="RunBatch"/>, in the same order, and how long the
     /// FFN itself took (the rest of the round trip is messaging and serialization).</summary>

@@ -12,4 +12,9 @@ public sealed record GenerationRequest(
     IReadOnlyList<int> PromptTokens,
     SamplingParams Sampling,
     RoutingOverride? Routing = null,
-    TimeSpan? Timeout = null);
+    TimeSpan? Timeout = null)
+{
+    /// <summary>W3C trace context of the caller's span (steps serving the request link to it); taken from
+    /// <see cref="System.Diagnostics.Activity.Current"/> at submission when not given.</summary>
+    public string? TraceParent { get; init; }
+}

@@ -16,8 +16,10 @@ public sealed class MoeEngine
     private readonly IActorRef _scheduler;
     private readonly SchedulerOptions _options;
 
-    public MoeEngine(ActorSystem system, IActorRef scheduler, ModelConfig config, HfTokenizer tokenizer, SchedulerOptions options)
+    public MoeEngine(ActorSystem system, IActorRef scheduler, ModelConfig config, HfTokenizer tokenizer, SchedulerOptions options,
+        EngineGauges gauges)
     {
+        Gauges = gauges;
         _system = system;
         _scheduler = scheduler;
         Config = config;
@@ -28,12 +30,15 @@ public sealed class MoeEngine
     public ModelConfig Config { get; }
     public HfTokenizer Tokenizer { get; }
     public IActorRef Scheduler => _scheduler;
+    /// <summary>Queue, KV-cache and per-expert counters, readable at any time without asking the scheduler.</summary>
+    public EngineGauges Gauges { get; }
 
     /// <summary>Admits the request (or throws) and returns its output stream. Cancelling <paramref name="clientGone"/>
     /// later ends the generation with finish reason cancelled and frees its resources within one step.</summary>
     public async Task<GenerationStream> SubmitAsync(GenerationRequest request, CancellationToken clientGone = default)
     {
         Validate(request);
+        if (request.TraceParent is null && EngineTracing.CurrentTraceParent() is { } trace) request = request with { TraceParent = trace };
         var channel = Channel.CreateBounded<TokenChunk>(new BoundedChannelOptions(_options.StreamBufferChunks)
         {
             SingleReader = true,

@@ -20,5 +20,10 @@ public sealed record TokenChunk(string RequestId, string Text, int TokenId, Samp
     public GenerationUsage? Usage { get; init; }
     /// <summary>Why the request failed (finish reason error): deadline, unavailable experts, ...</summary>
     public string? Error { get; init; }
+    /// <summary>The experts the gate chose for the forward pass that produced this token, by layer (an empty array
+    /// for dense layers). Null on chunks without a token.</summary>
+    public IReadOnlyList<int[]>? ExpertsByLayer { get; init; }
+    /// <summary>How long the request waited for a batch slot; on the first chunk of its stream only.</summary>
+    public TimeSpan? QueueTime { get; init; }
     public bool IsFinal => FinishReason is not null;
 }

@@ -104,13 +104,14 @@ public static class MoeNodeHostingExtensions
                 if (!node.Role.RunsGateway()) return;
 
                 var model = runtime.Model!;
+                var gauges = new EngineGauges(cfg.NumLayers, cfg.NumExperts, settings.Scheduler.KvCacheBudgetBytes);
                 var scheduler = system.ActorOf(SchedulerActor.PropsFor(model, runtime.Tokenizer!,
                     log => new ExpertDispatcher(region, settings.Experts, frame, log,
                         new ExpertReplySink(system, ComputeThreads.Get(system).Thread), ComputeThreads.Get(system).Thread,
                         () => AnyExpertHostReachable(cluster)),
-                    settings.Scheduler), "scheduler");
+                    settings.Scheduler, gauges), "scheduler");
                 registry.Register<SchedulerActor>(scheduler);
-                runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler);
+                runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler, gauges);
                 cluster.RegisterOnMemberUp(() => _ = WarmUpAsync(system, region, cfg, settings.Experts, status));
             });
         });

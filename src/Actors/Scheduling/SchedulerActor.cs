@@ -40,12 +40,15 @@ public sealed class SchedulerActor : ReceiveActor
     private readonly List<IActorRef> _drainWaiters = new();
     private long _completed, _promptTokens, _generatedTokens;
 
-    public SchedulerActor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options)
+    private readonly EngineGauges _gauges;
+
+    public SchedulerActor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options, EngineGauges gauges)
     {
         _model = model;
         _tokenizer = tokenizer;
         _options = options;
-        _runner = new StepRunner(model, dispatcher(Context.GetLogger()));
+        _gauges = gauges;
+        _runner = new StepRunner(model, dispatcher(Context.GetLogger()), gauges);
         var cfg = model.Config;
         _eos = new HashSet<int>(cfg.EosTokenIds);
         if (tokenizer.EosId is { } te) _eos.Add(te);
@@ -76,8 +79,8 @@ public sealed class SchedulerActor : ReceiveActor
 
     public delegate Experts.ExpertDispatcher ExpertDispatcherFactory(ILoggingAdapter log);
 
-    public static Props PropsFor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options) =>
-        Props.Create(() => new SchedulerActor(model, tokenizer, dispatcher, options)).WithDispatcher(DispatcherId);
+    public static Props PropsFor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options, EngineGauges gauges) =>
+        Props.Create(() => new SchedulerActor(model, tokenizer, dispatcher, options, gauges)).WithDispatcher(DispatcherId);
 
     /// <summary>The scheduler runs on the node's compute thread between steps (hocon/base.hocon).</summary>
     public const string DispatcherId = "moe-scheduler-dispatcher";
@@ -130,7 +133,11 @@ public sealed class SchedulerActor : ReceiveActor
         _log.Debug("[{0}] queued: {1} prompt tokens, max_tokens {2}", req.RequestId, prompt, maxTokens);
         TryAdmit();
         MaybeStep();
+        PublishGauges();
     }
+
+    private void PublishGauges() =>
+        _gauges.SetQueue(_running.Count, _waiting.Count, _kvReserved, _running.Sum(s => s.Cache?.Bytes ?? 0));
 
     private static string FormatBytes(long bytes) => bytes switch
     {
@@ -148,6 +155,7 @@ public sealed class SchedulerActor : ReceiveActor
         else Finish(s, m.Reason, "", -1, null, m.Error);
         TryAdmit();
         MaybeStep();
+        PublishGauges();
     }
 
     private void TryAdmit()
@@ -158,6 +166,7 @@ public sealed class SchedulerActor : ReceiveActor
             if (_running.Count >= _options.MaxRunningSequences) break;
             if (_kvReserved + s.ReservedKvBytes > _options.KvCacheBudgetBytes) break;
             _waiting.RemoveFirst();
+            s.QueueTime = Stopwatch.GetElapsedTime(s.QueuedAt);
             s.Cache = _model.NewSequence(s.Prompt.Length + s.MaxTokens);
             _kvReserved += s.ReservedKvBytes;
             _running.Add(s);
@@ -229,20 +238,22 @@ public sealed class SchedulerActor : ReceiveActor
                 Finish(s, pf.Reason, "", -1, null, pf.Error);
                 continue;
             }
-            if (seg.NeedsLogits) OnToken(s, s.Sampler.Sample(r.Logits[i]));
+            if (seg.NeedsLogits) OnToken(s, s.Sampler.Sample(r.Logits[i]), r.ExpertsByLayer[i]);
         }
         r.Timings.SamplingMs += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
         _totals.Add(r.Timings);
         TryAdmit();
         MaybeStep();
+        PublishGauges();
     }
 
     private static string ErrorText(Exception e) => e is Experts.ExpertUnavailableException or Serialization.MessageTooLargeException
         ? e.Message
         : $"the model step failed: {e.Message}";
 
-    private void OnToken(SequenceState s, SampledToken tok)
+    private void OnToken(SequenceState s, SampledToken tok, int[][]? experts)
     {
+        s.LastExperts = experts;
         s.Generated++;
         _generatedTokens++;
         s.LastToken = tok.TokenId;
@@ -263,7 +274,19 @@ public sealed class SchedulerActor : ReceiveActor
             Finish(s, FinishReason.Length, step.Text + FlushText(s), tok.TokenId, tok, null);
             return;
         }
-        s.Generation.Tell(new Emit(new TokenChunk(s.Id, step.Text, tok.TokenId, tok)));
+        s.Generation.Tell(new Emit(new TokenChunk(s.Id, step.Text, tok.TokenId, tok)
+        {
+            ExpertsByLayer = experts,
+            QueueTime = TakeQueueTime(s),
+        }));
+    }
+
+    /// <summary>The queue time goes out once, on the first chunk of the stream.</summary>
+    private static TimeSpan? TakeQueueTime(SequenceState s)
+    {
+        if (s.QueueTimeSent) return null;
+        s.QueueTimeSent = true;
+        return s.QueueTime ?? Stopwatch.GetElapsedTime(s.QueuedAt); // never admitted: it waited until now
     }
 
     private static string FlushText(SequenceState s) => s.Stops.IsStopped ? "" : s.Stops.Append(s.Detokenizer.Flush()).Text + s.Stops.Flush();
@@ -282,6 +305,8 @@ public sealed class SchedulerActor : ReceiveActor
             FinishReason = reason,
             Usage = new GenerationUsage(s.Prompt.Length, s.Generated),
             Error = error,
+            ExpertsByLayer = tok is null ? null : s.LastExperts,
+            QueueTime = TakeQueueTime(s),
         }));
         _log.Debug("[{0}] finished: {1}, {2} prompt + {3} generated tokens", s.Id, reason, s.Prompt.Length, s.Generated);
         CheckDrained();

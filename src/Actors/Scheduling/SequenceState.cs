@@ -28,6 +28,11 @@ internal sealed class SequenceState
     public bool Paused { get; set; }
     public (Kernels.Generation.FinishReason Reason, string? Error)? PendingFinish { get; set; }
     public long QueuedAt { get; init; } = System.Diagnostics.Stopwatch.GetTimestamp();
+    /// <summary>Time from submission to admission into the running batch, until it is sent on the first chunk.</summary>
+    public TimeSpan? QueueTime { get; set; }
+    public bool QueueTimeSent { get; set; }
+    /// <summary>Experts of the last sampled token, by layer (for the final chunk).</summary>
+    public int[][]? LastExperts { get; set; }
 
     public bool IsPrefilling => Prefilled < Prompt.Length;
 }

@@ -9,5 +9,6 @@ internal sealed record StepPlan(long StepId, IReadOnlyList<StepSegment> Segments
 
 internal sealed record StepSegment(SequenceState Sequence, int[] Tokens, bool NeedsLogits, bool IsPrefill);
 
-/// <summary>What a step produced: logits rows for the segments that asked for them (in plan order), or an error.</summary>
-internal sealed record StepResult(StepPlan Plan, float[]?[] Logits, Exception? Error, StepTimings Timings);
+/// <summary>What a step produced: logits rows for the segments that asked for them (in plan order) with the experts
+/// each of those rows was routed to per layer, or an error.</summary>
+internal sealed record StepResult(StepPlan Plan, float[]?[] Logits, int[][]?[] ExpertsByLayer, Exception? Error, StepTimings Timings);

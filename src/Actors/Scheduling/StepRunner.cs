@@ -11,22 +11,24 @@ namespace MoeServer.Actors.Scheduling;
 /// KV caches live), the gate, the routed experts through <see cref="ExpertDispatcher"/>, and the combine; finally the
 /// LM head for the rows that need next-token logits.
 /// </summary>
-internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts)
+internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Generation.EngineGauges gauges)
 {
     public StepResult Run(StepPlan plan)
     {
         var timings = new StepTimings { Steps = 1, Tokens = plan.TotalTokens };
+        using var span = EngineTracing.Source.HasListeners() ? StartSpan(plan) : null;
+        var routing = new int[][]?[plan.Segments.Count];
         try
         {
-            return new StepResult(plan, Forward(plan, timings), null, timings);
+            return new StepResult(plan, Forward(plan, routing, timings), routing, null, timings);
         }
         catch (Exception ex)
         {
-            return new StepResult(plan, new float[]?[plan.Segments.Count], ex, timings);
+            return new StepResult(plan, new float[]?[plan.Segments.Count], routing, ex, timings);
         }
     }
 
-    private float[]?[] Forward(StepPlan plan, StepTimings timings)
+    private float[]?[] Forward(StepPlan plan, int[][]?[] routing, StepTimings timings)
     {
         var batch = new BatchLayout(plan.Segments.Select(s => new BatchSegment(s.Sequence.Cache!, s.Tokens, s.Sequence.Request.Routing)).ToArray());
         var rowOwner = batch.SegmentOfRow.Select(s => plan.Segments[s].Sequence.Id).ToArray();
@@ -40,6 +42,16 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts)
             double ms = Stopwatch.GetElapsedTime(t, now).TotalMilliseconds;
             t = now;
             return ms;
+        }
+
+        // Rows whose logits the step produces; the experts they were routed to go out with their tokens.
+        var logitRows = new List<int>();
+        for (int s = 0; s < plan.Segments.Count; s++)
+        {
+            if (!plan.Segments[s].NeedsLogits) continue;
+            logitRows.Add(batch.RowStart[s] + plan.Segments[s].Tokens.Length - 1);
+            routing[s] = new int[model.Config.NumLayers][];
+            Array.Fill(routing[s]!, []);
         }
 
         Tensor x = model.Embed(batch);
@@ -58,18 +70,18 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts)
                 }
                 using var work = model.BeginMoe(l, x, batch);
                 timings.GateMs += Lap();
+                foreach (var g in work.Routing.Groups) gauges.AddRouted(l, g.Expert, g.Rows.Length);
+                for (int s = 0; s < plan.Segments.Count; s++)
+                    if (routing[s] is { } r) r[l] = work.Routing.ExpertsOfToken[batch.RowStart[s] + plan.Segments[s].Tokens.Length - 1];
                 var outputs = experts.Run(work, plan.StepId, RequestIdsOf, timings);
                 Lap();
                 Replace(ref x, model.FinishMoe(work, x, outputs));
                 timings.GateMs += Lap();
             }
-            var rows = new List<int>();
-            for (int s = 0; s < plan.Segments.Count; s++)
-                if (plan.Segments[s].NeedsLogits) rows.Add(batch.RowStart[s] + plan.Segments[s].Tokens.Length - 1);
             var result = new float[]?[plan.Segments.Count];
-            if (rows.Count > 0)
+            if (logitRows.Count > 0)
             {
-                using var logits = model.Logits(x, rows.ToArray());
+                using var logits = model.Logits(x, logitRows.ToArray());
                 var flat = TorchInterop.ToFloatArray(logits);
                 int v = model.Config.VocabSize, k = 0;
                 for (int s = 0; s < plan.Segments.Count; s++)
@@ -83,6 +95,20 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts)
         {
             x.Dispose();
         }
+    }
+
+    private static System.Diagnostics.Activity? StartSpan(StepPlan plan)
+    {
+        var links = plan.Segments.Select(s => s.Sequence.Request.TraceParent)
+            .Where(t => t is not null).Distinct()
+            .Select(t => System.Diagnostics.ActivityContext.TryParse(t, null, out var c) ? new System.Diagnostics.ActivityLink(c) : default)
+            .Where(l => l.Context != default).ToArray();
+        // A step serves many requests: it starts its own trace, linked to theirs.
+        var span = EngineTracing.Source.StartActivity("moe.step", System.Diagnostics.ActivityKind.Internal, parentContext: default, links: links);
+        span?.SetTag("moe.step_id", plan.StepId);
+        span?.SetTag("moe.tokens", plan.TotalTokens);
+        span?.SetTag("moe.request_ids", string.Join(",", plan.Segments.Select(s => s.Sequence.Id)));
+        return span;
     }
 
     private static void Replace(ref Tensor x, Tensor next)

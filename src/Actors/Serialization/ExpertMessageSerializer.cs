@@ -74,6 +74,7 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
                     w.Write(m.StepId);
                     w.Write(m.RequestIds.Length);
                     foreach (var id in m.RequestIds) w.Write(id);
+                    w.Write(m.TraceParent ?? "");
                     WriteBlock(w, m.Input);
                     break;
                 case ExpertProtocol.BatchDone m:
@@ -167,7 +168,8 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
                 if (n < 0 || n > Remaining(r)) throw new SerializationException($"RunBatch with {n} request ids in {Remaining(r)} bytes");
                 var ids = new string[n];
                 for (int i = 0; i < n; i++) ids[i] = r.ReadString();
-                return new ExpertProtocol.RunBatch(expert, step, ReadBlock(r), ids);
+                string trace = r.ReadString();
+                return new ExpertProtocol.RunBatch(expert, step, ReadBlock(r), ids, trace.Length == 0 ? null : trace);
             }
             case BatchDoneManifest:
             {

@@ -1,0 +1,44 @@
+using System.Buffers;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace MoeServer.Gateway.OpenAi;
+
+/// <summary>Server-Sent Events as OpenAI streams them: <c>data: {json}</c> events, flushed one by one, ending with
+/// <c>data: [DONE]</c>.</summary>
+internal sealed class SseWriter
+{
+    private static readonly byte[] DataPrefix = "data: "u8.ToArray();
+    private static readonly byte[] EventEnd = "\n\n"u8.ToArray();
+    private readonly HttpResponse _response;
+
+    private SseWriter(HttpResponse response) => _response = response;
+
+    public static SseWriter Start(HttpContext ctx)
+    {
+        var r = ctx.Response;
+        r.StatusCode = StatusCodes.Status200OK;
+        r.ContentType = "text/event-stream; charset=utf-8";
+        r.Headers.CacheControl = "no-cache";
+        r.Headers["X-Accel-Buffering"] = "no";
+        ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        return new SseWriter(r);
+    }
+
+    public async Task WriteAsync<T>(T payload, CancellationToken ct)
+    {
+        var body = _response.BodyWriter;
+        body.Write(DataPrefix);
+        using (var json = new Utf8JsonWriter(body))
+            JsonSerializer.Serialize(json, payload, OpenAiJson.Options);
+        body.Write(EventEnd);
+        await body.FlushAsync(ct).ConfigureAwait(false);
+    }
+
+    public async Task DoneAsync(CancellationToken ct)
+    {
+        await _response.BodyWriter.WriteAsync(Encoding.ASCII.GetBytes("data: [DONE]\n\n"), ct).ConfigureAwait(false);
+        await _response.BodyWriter.FlushAsync(ct).ConfigureAwait(false);
+    }
+}

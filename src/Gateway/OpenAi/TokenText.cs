@@ -1,0 +1,31 @@
+using MoeServer.Kernels.Sampling;
+using MoeServer.Kernels.Tokenization;
+
+namespace MoeServer.Gateway.OpenAi;
+
+/// <summary>Token ids as the text and bytes the logprobs fields report (a byte-level token may be part of a UTF-8
+/// character: its text then holds U+FFFD, its bytes are exact).</summary>
+internal sealed class TokenText(HfTokenizer tokenizer)
+{
+    public string Text(int id) => tokenizer.Decode([id]);
+
+    public int[] Bytes(int id)
+    {
+        if (tokenizer.IdToToken(id) is not { } token) return [];
+        if (tokenizer.IsSpecial(id)) return System.Text.Encoding.UTF8.GetBytes(token).Select(b => (int)b).ToArray();
+        var bytes = new List<byte>();
+        ByteLevel.AppendTokenBytes(token, bytes);
+        return bytes.Select(b => (int)b).ToArray();
+    }
+
+    public ChatTokenLogprob ChatEntry(SampledToken t) => new(Text(t.TokenId), t.Logprob, Bytes(t.TokenId),
+        t.TopLogprobs.Select(a => new ChatTopLogprob(Text(a.TokenId), a.Logprob, Bytes(a.TokenId))).ToArray());
+
+    public Dictionary<string, float>? TopDictionary(SampledToken t)
+    {
+        if (t.TopLogprobs.Count == 0) return null;
+        var d = new Dictionary<string, float>();
+        foreach (var a in t.TopLogprobs) d.TryAdd(Text(a.TokenId), a.Logprob); // distinct ids may decode alike
+        return d;
+    }
+}

@@ -58,7 +58,7 @@ internal static class ChatCompletionsEndpoint
 
     private static async Task StreamAsync(HttpContext ctx, ApiContext api, RunningJob running, Shape shape, int promptTokens)
     {
-        var sse = SseWriter.Start(ctx);
+        var sse = await SseWriter.StartAsync(ctx).ConfigureAwait(false);
         var ct = ctx.RequestAborted;
         ChatCompletionChunk Chunk(ChatChunkChoice choice) => new(shape.Id, "chat.completion.chunk", shape.Created, shape.Model, [choice], null);
         // Every choice opens with the assistant role, as OpenAI streams do.

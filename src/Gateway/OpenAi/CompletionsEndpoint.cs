@@ -54,7 +54,7 @@ internal static class CompletionsEndpoint
 
     private static async Task StreamAsync(HttpContext ctx, ApiContext api, RunningJob running, ResponseShape shape, int promptTokens)
     {
-        var sse = SseWriter.Start(ctx);
+        var sse = await SseWriter.StartAsync(ctx).ConfigureAwait(false);
         var ct = ctx.RequestAborted;
         var offsets = new int[running.Job.Choices.Count];
         int completion = 0;

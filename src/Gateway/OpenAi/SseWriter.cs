@@ -15,7 +15,9 @@ internal sealed class SseWriter
 
     private SseWriter(HttpResponse response) => _response = response;
 
-    public static SseWriter Start(HttpContext ctx)
+    /// <summary>Sends the status and headers at once: the client learns its request was admitted (it may be queued)
+    /// before the first token.</summary>
+    public static async Task<SseWriter> StartAsync(HttpContext ctx)
     {
         var r = ctx.Response;
         r.StatusCode = StatusCodes.Status200OK;
@@ -23,6 +25,7 @@ internal sealed class SseWriter
         r.Headers.CacheControl = "no-cache";
         r.Headers["X-Accel-Buffering"] = "no";
         ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        await r.StartAsync(ctx.RequestAborted).ConfigureAwait(false);
         return new SseWriter(r);
     }
 

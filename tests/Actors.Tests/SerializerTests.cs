@@ -63,6 +63,8 @@ public class SerializerTests(SerializerSystems systems) : IClassFixture<Serializ
     public static IEnumerable<object> AllMessages()
     {
         yield return new ExpertProtocol.RunBatch(new ExpertId(3, 7), 42, Block(5, 64, 1), ["req-a", "req-ü✓", ""]);
+        yield return new ExpertProtocol.RunBatch(new ExpertId(1, 3), 43, Block(2, 64, 4), ["traced"],
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         yield return new ExpertProtocol.RunBatch(new ExpertId(0, 0), 0, new ActivationBlock(0, 64, []), []);
         yield return new ExpertProtocol.BatchDone(new ExpertId(1, 2), long.MaxValue, Block(3, 64, 2), 1.25);
         yield return new ExpertProtocol.BatchFailed(new ExpertId(15, 7), 9, "expert 15.7 could not be loaded: missing tensor");
@@ -211,8 +213,8 @@ public class SerializerTests(SerializerSystems systems) : IClassFixture<Serializ
     {
         var msg = new ExpertProtocol.RunBatch(new ExpertId(3, 7), 42, Block(5, 64, 8), ["req-a", "req-b"]);
         var (serializer, bytes, manifest) = Serialize(systems.F32, msg);
-        // Layout: version(1) layer(4) expert(4) step(8) count(4) ids(1+5, 1+5) dtype(1) rank(1) rows(4) width(4) data.
-        const int count = 1 + 4 + 4 + 8, dtype = count + 4 + 6 + 6, rank = dtype + 1, rows = rank + 1, width = rows + 4;
+        // Layout: version(1) layer(4) expert(4) step(8) count(4) ids(1+5, 1+5) trace(1+0) dtype(1) rank(1) rows(4) width(4) data.
+        const int count = 1 + 4 + 4 + 8, dtype = count + 4 + 6 + 6 + 1, rank = dtype + 1, rows = rank + 1, width = rows + 4;
         // The offsets point where they should (else the corruptions below would test something else).
         Assert.Equal(2, BitConverter.ToInt32(bytes, count));
         Assert.Equal((byte)WireDType.F32, bytes[dtype]);
@@ -291,6 +293,7 @@ public class SerializerTests(SerializerSystems systems) : IClassFixture<Serializ
                 Assert.Equal(w.Expert, g.Expert);
                 Assert.Equal(w.StepId, g.StepId);
                 Assert.Equal(w.RequestIds, g.RequestIds);
+                Assert.Equal(w.TraceParent, g.TraceParent);
                 Assert.Equal(w.Input.Rows, g.Input.Rows);
                 Assert.Equal(w.Input.Width, g.Input.Width);
                 sameData(w.Input.Data, g.Input.Data);

@@ -17,7 +17,7 @@ namespace MoeServer.Actors.Serialization;
 /// </summary>
 public sealed class ExpertMessageSerializer : SerializerWithStringManifest
 {
-    private const byte Version = 1;
+    private const byte Version = 2; // 2: RunBatch carries the trace context after its request ids
     /// <summary>Room the remoting envelope needs around our payload (addresses, manifests, sequence numbers).</summary>
     public const int EnvelopeHeadroom = 16 * 1024;
 

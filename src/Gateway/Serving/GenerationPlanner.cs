@@ -84,7 +84,7 @@ public sealed class GenerationPlanner(ModelConfig config, Func<string, string> f
             int longest = prompts.Max(p => p.Length);
             if (longest + mt > ctx)
                 throw OpenAiException.Invalid(fieldName("max_tokens"),
-                    $"This model's maximum context length is {ctx} tokens. However, you requested {longest + mt} tokens ({longest} in the prompt, {mt} for the completion). Please reduce the prompt or max_tokens.",
+                    $"This model's maximum context length is {ctx} tokens. However, you requested {longest + mt} tokens ({longest} in the prompt, {mt} for the completion). Please reduce the prompt or {fieldName("max_tokens")}.",
                     "context_length_exceeded");
         }
 

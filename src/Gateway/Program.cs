@@ -127,5 +127,7 @@ internal static class ConsoleLogging
         });
         logging.SetMinimumLevel(LogLevel.Information);
         logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        // An unhealthy /ready is an answer, not an error (it is logged as one on every probe while starting).
+        logging.AddFilter("Microsoft.Extensions.Diagnostics.HealthChecks", LogLevel.Critical);
     }
 }

@@ -50,16 +50,13 @@ public sealed class MoeEngine
         var linked = CancellationTokenSource.CreateLinkedTokenSource(clientGone, cancel.Token);
         var actor = _system.ActorOf(GenerationActor.PropsFor(request, _scheduler, channel.Writer, admitted, linked.Token),
             "gen-" + Uri.EscapeDataString(request.RequestId) + "-" + Guid.NewGuid().ToString("N")[..8]);
-        try
-        {
-            await admitted.Task.ConfigureAwait(false);
-        }
-        catch
+        // The token sources live as long as the request's actor (it listens to the linked token until it stops).
+        _ = actor.WatchAsync(CancellationToken.None).ContinueWith(_ =>
         {
             linked.Dispose();
             cancel.Dispose();
-            throw;
-        }
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await admitted.Task.ConfigureAwait(false);
         return new GenerationStream(request.RequestId, channel.Reader, () =>
         {
             try

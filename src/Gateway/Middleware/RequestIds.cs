@@ -9,17 +9,22 @@ internal static class RequestIds
 {
     public const string Header = "x-request-id";
     private const string ItemKey = "moe.request-id";
+    private const string ArrivalKey = "moe.arrival";
 
     public static IApplicationBuilder UseRequestIds(this IApplicationBuilder app) => app.Use((ctx, next) =>
     {
         string id = ctx.Request.Headers[Header].ToString() is { } given && IsUsable(given) ? given : New();
         ctx.Items[ItemKey] = id;
+        ctx.Items[ArrivalKey] = System.Diagnostics.Stopwatch.GetTimestamp();
         ctx.Response.Headers[Header] = id;
         System.Diagnostics.Activity.Current?.SetTag("moe.request_id", id);
         return next(ctx);
     });
 
     public static string Of(HttpContext ctx) => ctx.Items[ItemKey] as string ?? New();
+
+    /// <summary>Stopwatch timestamp of the request's arrival (latency metrics count from here).</summary>
+    public static long ArrivalOf(HttpContext ctx) => ctx.Items[ArrivalKey] is long t ? t : System.Diagnostics.Stopwatch.GetTimestamp();
 
     public static string New() => Guid.NewGuid().ToString("N")[..24];
 

@@ -26,7 +26,7 @@ internal static class ChatCompletionsEndpoint
         int? maxTokens = req.MaxCompletionTokens ?? req.MaxTokens;
         var job = api.Planner(Field).Plan(RequestIds.Of(ctx), req, [prompt], maxTokens, req.Logprobs == true, req.TopLogprobs ?? 0);
         api.EnsureReady();
-        await using var running = await api.Runner.StartAsync(job, ctx.RequestAborted).ConfigureAwait(false);
+        await using var running = await api.Runner.StartAsync(job, ctx.RequestAborted, RequestIds.ArrivalOf(ctx)).ConfigureAwait(false);
         var shape = new Shape("chatcmpl-" + job.RequestId, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), api.Model.Name);
         if (req.Stream == true) await StreamAsync(ctx, api, running, shape, prompt.Length).ConfigureAwait(false);
         else await RespondAsync(ctx, api, running, shape, prompt.Length).ConfigureAwait(false);

@@ -22,7 +22,7 @@ internal static class CompletionsEndpoint
         var prompts = Prompts(req.Prompt, api.Model);
         var job = api.Planner(Field).Plan(RequestIds.Of(ctx), req, prompts, req.MaxTokens, req.Logprobs is not null, req.Logprobs ?? 0);
         api.EnsureReady();
-        await using var running = await api.Runner.StartAsync(job, ctx.RequestAborted).ConfigureAwait(false);
+        await using var running = await api.Runner.StartAsync(job, ctx.RequestAborted, RequestIds.ArrivalOf(ctx)).ConfigureAwait(false);
         var shape = new ResponseShape("cmpl-" + job.RequestId, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), api.Model.Name);
         int promptTokens = prompts.Sum(p => p.Length);
         if (req.Stream == true) await StreamAsync(ctx, api, running, shape, promptTokens).ConfigureAwait(false);

@@ -11,6 +11,7 @@ internal sealed class SseWriter
 {
     private static readonly byte[] DataPrefix = "data: "u8.ToArray();
     private static readonly byte[] EventEnd = "\n\n"u8.ToArray();
+    private static readonly byte[] Done = "data: [DONE]\n\n"u8.ToArray();
     private readonly HttpResponse _response;
 
     private SseWriter(HttpResponse response) => _response = response;
@@ -41,7 +42,7 @@ internal sealed class SseWriter
 
     public async Task DoneAsync(CancellationToken ct)
     {
-        await _response.BodyWriter.WriteAsync(Encoding.ASCII.GetBytes("data: [DONE]\n\n"), ct).ConfigureAwait(false);
+        await _response.BodyWriter.WriteAsync(Done, ct).ConfigureAwait(false);
         await _response.BodyWriter.FlushAsync(ct).ConfigureAwait(false);
     }
 }

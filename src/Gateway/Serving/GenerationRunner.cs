@@ -17,9 +17,10 @@ public sealed class GenerationRunner(MoeEngine engine, ServerMetrics metrics)
 {
     public MoeEngine Engine => engine;
 
-    public async Task<RunningJob> StartAsync(GenerationJob job, CancellationToken clientGone)
+    /// <param name="arrivedAt">Stopwatch timestamp the request arrived at (default: now).</param>
+    public async Task<RunningJob> StartAsync(GenerationJob job, CancellationToken clientGone, long? arrivedAt = null)
     {
-        long arrival = Stopwatch.GetTimestamp();
+        long arrival = arrivedAt ?? Stopwatch.GetTimestamp();
         using var activity = GatewayTracing.Source.StartActivity("moe.admit");
         var streams = new List<GenerationStream>(job.Choices.Count);
         try

@@ -21,6 +21,7 @@ public enum LogitRows
 public sealed partial class MoeModel : IDisposable
 {
     private readonly RotaryEmbedding _rope;
+    private readonly Scalar _rmsEps;
 
     public ModelConfig Config { get; }
     public ModelWeights Weights { get; }
@@ -34,6 +35,7 @@ public sealed partial class MoeModel : IDisposable
         Weights = weights;
         Config = weights.Config;
         _rope = new RotaryEmbedding(Config.HeadDim, Config.RopeTheta, Math.Min(Config.MaxPositionEmbeddings, 8192));
+        _rmsEps = Config.RmsNormEps.ToScalar();
     }
 
     /// <summary>Loads a model directory; <see cref="WeightSet.Backbone"/> leaves the routed experts to expert nodes,
@@ -125,9 +127,11 @@ public sealed partial class MoeModel : IDisposable
         }
         if (cfg.ClipQkv is { } clip)
         {
-            q = q.clamp(-clip, clip);
-            k = k.clamp(-clip, clip);
-            v = v.clamp(-clip, clip);
+            // Scalars held by `using` stay alive through the native calls (see RmsNorm).
+            using Scalar lo = (-clip).ToScalar(), hi = clip.ToScalar();
+            q = q.clamp(lo, hi);
+            k = k.clamp(lo, hi);
+            v = v.clamp(lo, hi);
         }
         q = q.reshape(T, nH, hd);
         k = k.reshape(T, nKV, hd);
@@ -218,12 +222,13 @@ public sealed partial class MoeModel : IDisposable
         }
         // [len, nKV, g, hd] -> [nKV, g*len, hd] so one bmm per kv head serves its whole query group.
         var qh = q.reshape(len, nKV, g, hd).permute(1, 2, 0, 3).reshape(nKV, g * len, hd);
-        var scores = torch.bmm(qh, keys.transpose(1, 2)).mul_(1.0 / Math.Sqrt(hd));
+        using Scalar scale = (1.0 / Math.Sqrt(hd)).ToScalar(), minusInf = float.NegativeInfinity.ToScalar();
+        var scores = torch.bmm(qh, keys.transpose(1, 2)).mul_(scale);
         if (len > 1 || cfg.SlidingWindow is not null)
         {
             var mask = CausalMask(len, total, pos0, firstKey);
             if (mask is not null)
-                scores = scores.view(nKV, g, len, total).masked_fill(mask, float.NegativeInfinity).view(nKV, g * len, total);
+                scores = scores.view(nKV, g, len, total).masked_fill(mask, minusInf).view(nKV, g * len, total);
         }
         var probs = torch.softmax(scores, 2);
         var ctx = torch.bmm(probs, values); // [nKV, g*len, hd]
@@ -402,12 +407,15 @@ public sealed partial class MoeModel : IDisposable
 
     private Tensor RmsNorm(Tensor x, Tensor weight)
     {
-        var variance = x.pow(2).mean([-1], keepdim: true);
-        return x * torch.rsqrt(variance + Config.RmsNormEps) * weight;
+        // square() and a Scalar kept in a field: a temporary Scalar (x.pow(2), + eps) can be finalized by a GC
+        // while torch still reads it (seen as "INTERNAL ASSERT FAILED at c10/core/Scalar.h" under load).
+        var variance = x.square().mean([-1], keepdim: true);
+        return x * torch.rsqrt(variance + _rmsEps) * weight;
     }
 
     public void Dispose()
     {
+        _rmsEps.Dispose();
         _rope.Dispose();
         Weights.Dispose();
     }

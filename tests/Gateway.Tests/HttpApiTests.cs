@@ -217,7 +217,12 @@ public sealed class HttpApiTests(SharedServer shared) : IClassFixture<SharedServ
     public async Task An_oversize_body_is_a_413()
     {
         string big = new('a', 5 << 20); // the default limit is 4 MiB
-        using var r = await Server.Http.PostAsync("/v1/completions", Json(JsonSerializer.Serialize(new { prompt = big })));
+        // Expect: 100-continue, as large uploads are sent: the client waits for the server's verdict before the body
+        // (otherwise the 413 races the upload and the client may see the closed connection first).
+        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Json(JsonSerializer.Serialize(new { prompt = big })) };
+        request.Headers.ExpectContinue = true;
+        using var http = new HttpClient(new SocketsHttpHandler { Expect100ContinueTimeout = TimeSpan.FromSeconds(60) }) { BaseAddress = Server.BaseAddress };
+        using var r = await http.SendAsync(request);
         var error = await ErrorOf(r, HttpStatusCode.RequestEntityTooLarge);
         Assert.Equal("request_too_large", error.GetProperty("code").GetString());
     }

@@ -2,7 +2,7 @@ using MoeServer.Kernels.Config;
 using MoeServer.Kernels.Formats;
 using MoeServer.Tools;
 
-// Offline tools: make-checkpoint, generate, perplexity. Output goes to stdout; progress and diagnostics to stderr.
+// Offline tools: make-checkpoint, generate, perplexity, train-tokenizer. Output goes to stdout; progress and diagnostics to stderr.
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
     Console.WriteLine(Usage.Text);
@@ -15,6 +15,7 @@ try
         "make-checkpoint" => MakeCheckpointCommand.Run(args[1..]),
         "generate" => GenerateCommand.Run(args[1..]),
         "perplexity" => PerplexityCommand.Run(args[1..]),
+        "train-tokenizer" => TrainTokenizerCommand.Run(args[1..]),
         _ => throw new UsageException($"unknown command '{args[0]}'"),
     };
 }
@@ -46,5 +47,10 @@ internal static class Usage
 
           perplexity --model DIR --file TEXT [--ctx N] [--precision bf16|f32]
               Perplexity with llama.cpp's protocol (non-overlapping n_ctx chunks, second half scored).
+
+          train-tokenizer --corpus FILE --out DIR [--vocab 8192] [--model-max-length 4096]
+              Learns a byte-level BPE (ChatML special tokens) from a corpus file, one document per line
+              (src/Tools/Corpus/fetch-corpus.sh writes models/corpus/train.txt), and writes tokenizer.json and
+              tokenizer_config.json to DIR.
         """;
 }

@@ -70,6 +70,38 @@ public class ToolsCommandTests : IClassFixture<ToolsCommandTests.TinyModel>
     }
 
     [Fact]
+    public void Train_tokenizer_learns_a_byte_level_bpe_that_round_trips_the_held_out_text()
+    {
+        using var dir = new TempDir();
+        string heldOut = Path.Combine(RepoRoot(), "models", "corpus", "heldout-subset.txt");
+        Assert.True(File.Exists(heldOut), $"{heldOut} is missing (the committed held-out subset)");
+        var lines = File.ReadAllLines(heldOut);
+        // Learn on the first half, check on the second: text the tokenizer never saw still round-trips.
+        File.WriteAllLines(dir.Sub("corpus.txt"), lines[..(lines.Length / 2)]);
+        var r = ToolRunner.Run("train-tokenizer", "--corpus", dir.Sub("corpus.txt"), "--out", dir.Sub("tok"), "--vocab", "1024");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("1024 tokens", r.Stderr, StringComparison.Ordinal);
+
+        var tok = Kernels.Tokenization.HfTokenizer.Load(dir.Sub("tok"));
+        Assert.Equal(1024, tok.VocabSize);
+        Assert.Equal("<|endoftext|>", tok.EosToken);
+        Assert.NotNull(tok.TokenToId("<|im_start|>"));
+        string unseen = string.Join("\n", lines[(lines.Length / 2)..]);
+        var ids = tok.Encode(unseen);
+        Assert.Equal(unseen, tok.Decode(ids));
+        Assert.True(unseen.Length / (double)ids.Length > 2.0, $"only {unseen.Length / (double)ids.Length:F2} characters per token");
+        var template = Kernels.Tokenization.ChatTemplate.Load(dir.Sub("tok"));
+        Assert.Contains("<|im_start|>user", template.Render([new("user", "hi")], addGenerationPrompt: true), StringComparison.Ordinal);
+    }
+
+    private static string RepoRoot()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Server.sln"))) d = d.Parent;
+        return d?.FullName ?? throw new InvalidOperationException("repository root not found above " + AppContext.BaseDirectory);
+    }
+
+    [Fact]
     public void Perplexity_reports_the_llama_cpp_protocol()
     {
         using var dir = new TempDir();

@@ -34,7 +34,11 @@ public static class GatewayApp
         builder.Services.AddSingleton(options);
         builder.Services.AddMoeNode(settings, progress);
         builder.Services.AddNodeHealthChecks();
-        builder.Services.AddSingleton(sp => new ServerMetrics(sp.GetRequiredService<MoeNodeRuntime>().Engine));
+        builder.Services.AddSingleton(sp =>
+        {
+            var runtime = sp.GetRequiredService<MoeNodeRuntime>();
+            return new ServerMetrics(runtime.Engine, runtime.ExpertWork);
+        });
         bool gateway = settings.Node.Role.RunsGateway();
         if (gateway)
         {

@@ -53,6 +53,12 @@ public sealed class ServerOperationsTests
         int rows = Reference.Encode("count me").Length + 6; // the 7th token is sampled but never fed back
         Assert.Equal(rows * sparseLayers * cfg.NumExpertsPerToken, routed);
         Assert.Contains("# TYPE moe_time_to_first_token_seconds histogram", text, StringComparison.Ordinal);
+        // This node also hosts the experts: their work, per expert, adds up to the same rows.
+        double expertRows = text.Split('\n').Where(l => l.StartsWith("moe_expert_rows_total{", StringComparison.Ordinal))
+            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(routed, expertRows);
+        Assert.Equal(sparseLayers * cfg.NumExperts, Metric(text, "moe_experts_resident"));
+        Assert.Contains("moe_expert_compute_seconds_total{layer=", text, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -131,6 +137,11 @@ public sealed class ServerOperationsTests
         await gateway.WaitReadyAsync();
         using (var r = await gateway.Http.PostAsync("/v1/completions", Json("""{"prompt":"x","max_tokens":2}""")))
             Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        // The expert node's own /metrics shows the work it did for the gateway.
+        string expertMetrics = await expert.Http.GetStringAsync("/metrics");
+        Assert.True(Metric(expertMetrics, "moe_experts_resident") > 0, expertMetrics);
+        Assert.Contains("moe_expert_rows_total{layer=", expertMetrics, StringComparison.Ordinal);
+        Assert.DoesNotContain("moe_requests_running", expertMetrics, StringComparison.Ordinal);
 
         await expert.DisposeAsync(); // leaves the cluster: nothing hosts the experts any more
         var deadline = DateTime.UtcNow.AddSeconds(30);

@@ -13,22 +13,24 @@ public sealed class ExpertEntity : ReceiveActor
 {
     private readonly ExpertId _id;
     private readonly ExpertWeightSource _source;
+    private readonly ExpertWorkCounters _work;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly string _node;
     private ExpertFfn? _ffn;
     private string? _loadError;
 
-    public ExpertEntity(string entityId, ExpertWeightSource source)
+    public ExpertEntity(string entityId, ExpertWeightSource source, ExpertWorkCounters work)
     {
         _id = ExpertId.Parse(entityId);
         _source = source;
+        _work = work;
         _node = ((ExtendedActorSystem)Context.System).Provider.DefaultAddress.ToString();
         Receive<ExpertProtocol.RunBatch>(Run);
         Receive<ExpertProtocol.Ping>(_ => Sender.Tell(new ExpertProtocol.Pong(_id, _node, _ffn is not null, _loadError)));
     }
 
-    public static Props PropsFor(string entityId, ExpertWeightSource source) =>
-        Props.Create(() => new ExpertEntity(entityId, source)).WithDispatcher(DispatcherId);
+    public static Props PropsFor(string entityId, ExpertWeightSource source, ExpertWorkCounters work) =>
+        Props.Create(() => new ExpertEntity(entityId, source, work)).WithDispatcher(DispatcherId);
 
     /// <summary>The dispatcher expert entities run on (hocon/base.hocon).</summary>
     public const string DispatcherId = "moe-expert-dispatcher";
@@ -39,6 +41,7 @@ public sealed class ExpertEntity : ReceiveActor
         {
             var (ffn, took) = _source.Load(_id);
             _ffn = ffn;
+            _work.Loaded();
             _log.Debug("expert {0} loaded on {1} in {2:F1} ms", _id, _node, took.TotalMilliseconds);
         }
         catch (Exception ex)
@@ -61,7 +64,9 @@ public sealed class ExpertEntity : ReceiveActor
         {
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             var y = _ffn.Forward(m.Input.Data, m.Input.Rows);
-            double ms = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            var took = System.Diagnostics.Stopwatch.GetElapsedTime(t0);
+            double ms = took.TotalMilliseconds;
+            _work.Ran(_id, m.Input.Rows, took);
             Sender.Tell(new ExpertProtocol.BatchDone(_id, m.StepId, new ActivationBlock(m.Input.Rows, m.Input.Width, y), ms));
         }
         catch (Exception ex)
@@ -74,6 +79,7 @@ public sealed class ExpertEntity : ReceiveActor
 
     protected override void PostStop()
     {
+        if (_ffn is not null) _work.Unloaded();
         _ffn?.Dispose();
         _ffn = null;
     }

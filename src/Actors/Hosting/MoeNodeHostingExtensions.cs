@@ -43,7 +43,10 @@ public static class MoeNodeHostingExtensions
             runtime.Tokenizer = HfTokenizer.Load(node.ModelDir);
         }
         if (node.Role.RunsExperts())
+        {
             runtime.ExpertWeights = new ExpertWeightSource(node.ModelDir, node.Precision, node.Device);
+            runtime.ExpertWork = new ExpertWorkCounters(cfg.NumLayers, cfg.NumExperts);
+        }
 
         // One frame must carry the largest expert batch: every row of a full step going to one expert.
         long frame = Math.Max(256 * 1024,
@@ -78,7 +81,7 @@ public static class MoeNodeHostingExtensions
             if (node.Role.RunsExperts())
             {
                 var source = runtime.ExpertWeights!;
-                builder.WithShardRegion<ExpertRegion>("experts", id => ExpertEntity.PropsFor(id, source), extractor,
+                builder.WithShardRegion<ExpertRegion>("experts", id => ExpertEntity.PropsFor(id, source, runtime.ExpertWork!), extractor,
                     new ShardOptions
                     {
                         Role = NodeRoles.ExpertRole,

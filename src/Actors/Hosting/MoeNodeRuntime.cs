@@ -24,6 +24,8 @@ public sealed class MoeNodeRuntime : IDisposable
     public MoeModel? Model { get; internal set; }
     public HfTokenizer? Tokenizer { get; internal set; }
     public Experts.ExpertWeightSource? ExpertWeights { get; internal set; }
+    /// <summary>Work of the expert entities hosted here (expert roles).</summary>
+    public Experts.ExpertWorkCounters? ExpertWork { get; internal set; }
     public MoeEngine? Engine { get; internal set; }
     public Akka.Actor.IActorRef? ExpertRegion { get; internal set; }
     /// <summary>Bytes the remote transport's frame allows (sized for the largest expert batch).</summary>

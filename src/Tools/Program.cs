@@ -2,7 +2,7 @@ using MoeServer.Kernels.Config;
 using MoeServer.Kernels.Formats;
 using MoeServer.Tools;
 
-// Offline tools: make-checkpoint, generate, perplexity, train-tokenizer. Output goes to stdout; progress and diagnostics to stderr.
+// Offline tools: make-checkpoint, generate, perplexity, train-tokenizer, train. Output goes to stdout; progress and diagnostics to stderr.
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
 {
     Console.WriteLine(Usage.Text);
@@ -16,6 +16,7 @@ try
         "generate" => GenerateCommand.Run(args[1..]),
         "perplexity" => PerplexityCommand.Run(args[1..]),
         "train-tokenizer" => TrainTokenizerCommand.Run(args[1..]),
+        "train" => TrainCommand.Run(args[1..]),
         _ => throw new UsageException($"unknown command '{args[0]}'"),
     };
 }
@@ -52,5 +53,13 @@ internal static class Usage
               Learns a byte-level BPE (ChatML special tokens) from a corpus file, one document per line
               (src/Tools/Corpus/fetch-corpus.sh writes models/corpus/train.txt), and writes tokenizer.json and
               tokenizer_config.json to DIR.
+
+          train --train FILE --tokenizer DIR --out DIR [--held-out FILE] [--steps 2000] [--batch 16] [--seq 128]
+                [--lr 3e-3] [--warmup 100] [--weight-decay 0.1] [--balance 0.01] [--seed 1] [--checkpoint-every 200]
+                [--eval-windows N] [--layers 4] [--hidden 256] [--heads 4] [--kv-heads 2] [--experts 8] [--top-k 2]
+                [--expert-size 512] [--max-position 2048] [--stop-after N] [--resume]
+              Trains a mixtral-format MoE (--experts 1: a dense Llama-style model) with AdamW, warmup + cosine,
+              gradient clipping and a load-balancing loss; checkpoints to OUT/resume every N steps (--resume goes on
+              from there) and writes an HF checkpoint (bf16) to OUT. Prints the final loss and held-out perplexity.
         """;
 }

@@ -31,6 +31,9 @@ public sealed record ModelConfig
     public required bool NormTopKProb { get; init; }
     /// <summary>Qwen2-MoE shared expert width (0 = none); its output is scaled by sigmoid(shared_expert_gate).</summary>
     public int SharedExpertIntermediateSize { get; init; }
+    /// <summary>The decoupled router of <c>readme_moe</c> (null for layer-wise gates). Its experts apply to every
+    /// layer; its shared ("permanent") expert is ungated.</summary>
+    public RouterConfig? Router { get; init; }
     public int DecoderSparseStep { get; init; } = 1;
     public IReadOnlyList<int> MlpOnlyLayers { get; init; } = [];
 
@@ -75,7 +78,7 @@ public sealed record ModelConfig
         string modelType = r.RequiredString("model_type");
         if (!ModelArchitectureNames.TryParse(modelType, out var arch))
             throw new ModelConfigException(
-                $"{source}: unsupported model_type '{modelType}' (supported: mixtral, qwen2_moe, qwen3_moe, olmoe)");
+                $"{source}: unsupported model_type '{modelType}' (supported: mixtral, qwen2_moe, qwen3_moe, olmoe, readme_moe)");
 
         int hidden = r.RequiredInt("hidden_size");
         int heads = r.RequiredInt("num_attention_heads");
@@ -89,8 +92,25 @@ public sealed record ModelConfig
         var qkNorm = QkNormKind.None;
         double? clip = null;
         IReadOnlyList<int> mlpOnly = [];
+        RouterConfig? router = null;
         switch (arch)
         {
+            case ModelArchitecture.RouterDecoupled:
+                numExperts = r.RequiredInt("num_local_experts");
+                topK = r.OptionalInt("num_experts_per_tok") ?? 1;
+                expertWidth = denseWidth = r.RequiredInt("moe_intermediate_size");
+                sharedWidth = r.OptionalInt("shared_expert_intermediate_size") ?? 0;
+                normTopK = r.OptionalBool("norm_topk_prob") ?? false;
+                qkvBias = outBias = false;
+                int rHidden = r.RequiredInt("router_hidden_size"), rHeads = r.RequiredInt("router_num_attention_heads");
+                router = new RouterConfig(
+                    rHidden,
+                    r.RequiredInt("router_num_hidden_layers"),
+                    rHeads,
+                    r.OptionalInt("router_num_key_value_heads") ?? rHeads,
+                    r.OptionalInt("router_head_dim") ?? rHidden / rHeads,
+                    r.RequiredInt("router_intermediate_size"));
+                break;
             case ModelArchitecture.Mixtral:
                 numExperts = r.RequiredInt("num_local_experts");
                 topK = r.RequiredInt("num_experts_per_tok");
@@ -151,6 +171,7 @@ public sealed record ModelConfig
             DenseIntermediateSize = denseWidth,
             NormTopKProb = normTopK,
             SharedExpertIntermediateSize = sharedWidth,
+            Router = router,
             DecoderSparseStep = sparseStep,
             MlpOnlyLayers = mlpOnly,
             QkvBias = qkvBias,
@@ -187,6 +208,15 @@ public sealed record ModelConfig
         Check(RmsNormEps > 0, "rms_norm_eps must be positive");
         Check(RopeTheta > 0, "rope_theta must be positive");
         Check(SlidingWindow is null or > 0, "sliding_window must be positive");
+        Check(SharedExpertIntermediateSize >= 0, "shared_expert_intermediate_size must not be negative");
+        if (Router is { } rc)
+        {
+            Check(rc.HiddenSize > 0 && rc.NumLayers > 0 && rc.IntermediateSize > 0,
+                "router_hidden_size, router_num_hidden_layers and router_intermediate_size must be positive");
+            Check(rc.NumHeads > 0 && rc.NumKvHeads > 0 && rc.NumHeads % rc.NumKvHeads == 0,
+                $"router_num_attention_heads ({rc.NumHeads}) must be a positive multiple of router_num_key_value_heads ({rc.NumKvHeads})");
+            Check(rc.HeadDim > 0 && rc.HeadDim % 2 == 0, $"router_head_dim ({rc.HeadDim}) must be positive and even for RoPE");
+        }
     }
 
     /// <summary>Writes the config.json an HF checkpoint of this family carries.</summary>
@@ -199,6 +229,7 @@ public sealed record ModelConfig
                 ModelArchitecture.Mixtral => "MixtralForCausalLM",
                 ModelArchitecture.Qwen2Moe => "Qwen2MoeForCausalLM",
                 ModelArchitecture.Qwen3Moe => "Qwen3MoeForCausalLM",
+                ModelArchitecture.RouterDecoupled => "ReadMeMoeForCausalLM",
                 _ => "OlmoeForCausalLM",
             }),
             ["model_type"] = Architecture.ToModelType(),
@@ -242,6 +273,19 @@ public sealed record ModelConfig
                 {
                     o["attention_bias"] = QkvBias;
                 }
+                break;
+            case ModelArchitecture.RouterDecoupled:
+                var rc = Router ?? throw new InvalidOperationException("readme_moe needs a router config");
+                o["num_local_experts"] = NumExperts;
+                o["moe_intermediate_size"] = ExpertIntermediateSize;
+                o["shared_expert_intermediate_size"] = SharedExpertIntermediateSize;
+                o["norm_topk_prob"] = NormTopKProb;
+                o["router_hidden_size"] = rc.HiddenSize;
+                o["router_num_hidden_layers"] = rc.NumLayers;
+                o["router_num_attention_heads"] = rc.NumHeads;
+                o["router_num_key_value_heads"] = rc.NumKvHeads;
+                o["router_head_dim"] = rc.HeadDim;
+                o["router_intermediate_size"] = rc.IntermediateSize;
                 break;
             case ModelArchitecture.Olmoe:
                 o["num_experts"] = NumExperts;
@@ -341,4 +385,11 @@ public enum QkNormKind
     PerHead,
     /// <summary>OLMoE: RMSNorm over the full q (nH*hd) and k (nKV*hd) widths, before splitting into heads.</summary>
     FullWidth,
+}
+
+/// <summary>The decoupled router of <c>readme_moe</c>: a small Llama-style transformer over token ids.</summary>
+public sealed record RouterConfig(int HiddenSize, int NumLayers, int NumHeads, int NumKvHeads, int HeadDim, int IntermediateSize)
+{
+    public int QWidth => NumHeads * HeadDim;
+    public int KvWidth => NumKvHeads * HeadDim;
 }

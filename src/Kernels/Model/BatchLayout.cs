@@ -23,6 +23,9 @@ public sealed class BatchLayout
     public int TotalTokens => Positions.Length;
     /// <summary>Every segment is a single token (a pure decode step).</summary>
     public bool IsAllDecode { get; }
+    /// <summary>The decoupled router's expert probabilities per row, [T * E] (<c>readme_moe</c>; set by
+    /// <see cref="MoeModel.Embed"/>, before any backbone layer runs).</summary>
+    public float[]? RouterProbabilities { get; internal set; }
 
     public BatchLayout(IReadOnlyList<BatchSegment> segments)
     {

@@ -20,12 +20,14 @@ public sealed class DecoderLayerWeights : IDisposable
     /// <summary>False on a backbone-only load (<see cref="WeightSet.Backbone"/>): the experts run on expert nodes.</summary>
     public bool RoutedExpertsLoaded { get; init; } = true;
     public ExpertFfn? SharedExpert { get; init; }
-    /// <summary>[1, H] fp32: sigmoid(x . g) scales the shared expert.</summary>
+    /// <summary>[1, H] fp32: sigmoid(x . g) scales the shared expert; null: the shared expert is ungated (weight 1).</summary>
     public Tensor? SharedExpertGate { get; init; }
     /// <summary>Plain MLP for layers that are not sparse (Qwen-MoE mlp_only_layers / decoder_sparse_step).</summary>
     public ExpertFfn? DenseMlp { get; init; }
 
-    public bool IsSparse => Router is not null;
+    /// <summary>Routed experts (a gate of its own, or, in <c>readme_moe</c>, the decoupled router's choice) rather
+    /// than a dense MLP.</summary>
+    public required bool IsSparse { get; init; }
 
     public void Dispose()
     {

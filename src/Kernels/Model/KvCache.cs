@@ -19,15 +19,19 @@ public sealed class KvCache : IDisposable
     /// <summary>Tokens whose keys/values are stored (equal for every layer after a full forward).</summary>
     public int Length { get; private set; }
 
-    /// <summary>Bytes the cache holds now (capacity, not only the filled part).</summary>
-    public long Bytes => 2L * _k.Length * _kvHeads * _capacity * _headDim * sizeof(float);
+    /// <summary>Bytes the cache holds now (capacity, not only the filled part), the router's cache included.</summary>
+    public long Bytes => 2L * _k.Length * _kvHeads * _capacity * _headDim * sizeof(float) + (Router?.Bytes ?? 0);
+
+    /// <summary>The decoupled router's own cache (<c>readme_moe</c>), at the same positions as this one.</summary>
+    public KvCache? Router { get; }
 
     private readonly Device? _device;
 
     /// <param name="device">Where the cache lives; null is the CPU (the native decode attention reads it there).</param>
-    internal KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64, Device? device = null)
+    internal KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64, Device? device = null, KvCache? router = null)
     {
         _device = device;
+        Router = router;
         _k = new Tensor?[layers];
         _v = new Tensor?[layers];
         _kvHeads = kvHeads;
@@ -104,19 +108,25 @@ public sealed class KvCache : IDisposable
     internal unsafe (IntPtr Keys, IntPtr Values, int Capacity) Raw(int layer) =>
         ((IntPtr)TorchInterop.DataPointer(_k[layer]!), (IntPtr)TorchInterop.DataPointer(_v[layer]!), _capacity);
 
-    internal void Advance(int newLength) => Length = newLength;
+    internal void Advance(int newLength)
+    {
+        Length = newLength;
+        Router?.Advance(newLength);
+    }
 
     /// <summary>Forgets positions from <paramref name="length"/> on (e.g. to re-run a prompt suffix).</summary>
     public void Truncate(int length)
     {
         if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length));
         Length = length;
+        Router?.Truncate(length);
     }
 
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
+        Router?.Dispose();
         for (int l = 0; l < _k.Length; l++)
         {
             _k[l]?.Dispose();

@@ -19,6 +19,8 @@ public sealed class ModelWeights : IDisposable
     public required IReadOnlyList<DecoderLayerWeights> Layers { get; init; }
     public required Tensor FinalNorm { get; init; }
     public required Linear LmHead { get; init; }
+    /// <summary>The decoupled router (<c>readme_moe</c>); part of the backbone.</summary>
+    public RouterWeights? Router { get; init; }
     /// <summary>Bytes read from the checkpoint files (only the tensors of <see cref="WeightSet"/>).</summary>
     public long BytesRead { get; init; }
     /// <summary>Which tensors were loaded; with <see cref="WeightSet.Backbone"/> sparse layers have no experts.</summary>
@@ -69,6 +71,7 @@ public sealed class ModelWeights : IDisposable
                 }
                 layers.AddRange(loaded!);
                 var norm = reader.Fp32("model.norm.weight", H);
+                var router = cfg.Router is null ? null : LoadRouter(cfg, reader);
                 Linear lmHead;
                 if (ck.Contains("lm_head.weight")) lmHead = new Linear(reader.Weight("lm_head.weight", cfg.VocabSize, H));
                 else if (cfg.TieWordEmbeddings) lmHead = new Linear(embed.alias());
@@ -81,6 +84,7 @@ public sealed class ModelWeights : IDisposable
                     Layers = layers,
                     FinalNorm = norm.DetachFromDisposeScope(),
                     LmHead = lmHead,
+                    Router = router,
                     TiedLmHead = !ck.Contains("lm_head.weight"),
                     BytesRead = reader.Bytes,
                     WeightSet = set,
@@ -147,6 +151,34 @@ public sealed class ModelWeights : IDisposable
             : LoadFfn(r, ep + "gate_proj.weight", ep + "up_proj.weight", ep + "down_proj.weight", I, H);
     }
 
+    private static RouterWeights LoadRouter(ModelConfig cfg, Reader r)
+    {
+        var rc = cfg.Router!;
+        int Hr = rc.HiddenSize;
+        var layers = new List<RouterLayerWeights>(rc.NumLayers);
+        for (int i = 0; i < rc.NumLayers; i++)
+        {
+            string p = $"router.layers.{i}.";
+            var qkv = r.Stacked(Hr, (p + "self_attn.q_proj.weight", rc.QWidth), (p + "self_attn.k_proj.weight", rc.KvWidth),
+                (p + "self_attn.v_proj.weight", rc.KvWidth));
+            layers.Add(new RouterLayerWeights
+            {
+                InputNorm = r.Fp32(p + "input_layernorm.weight", Hr).DetachFromDisposeScope(),
+                Qkv = new Linear(qkv),
+                Output = new Linear(r.Weight(p + "self_attn.o_proj.weight", Hr, rc.QWidth)),
+                PostAttentionNorm = r.Fp32(p + "post_attention_layernorm.weight", Hr).DetachFromDisposeScope(),
+                Mlp = LoadFfn(r, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight", rc.IntermediateSize, Hr),
+            });
+        }
+        return new RouterWeights
+        {
+            Embedding = r.Weight("router.embed_tokens.weight", cfg.VocabSize, Hr).DetachFromDisposeScope(),
+            Layers = layers,
+            FinalNorm = r.Fp32("router.norm.weight", Hr).DetachFromDisposeScope(),
+            Head = r.Fp32("router.head.weight", cfg.NumExperts, Hr).DetachFromDisposeScope(),
+        };
+    }
+
     private static DecoderLayerWeights LoadLayer(ModelConfig cfg, Reader r, int l, WeightSet set)
     {
         string p = $"model.layers.{l}.";
@@ -182,7 +214,8 @@ public sealed class ModelWeights : IDisposable
         {
             string moe = MoePrefix(cfg, r, l);
             int E = cfg.NumExperts;
-            router = r.Fp32(moe + "gate.weight", E, H);
+            // readme_moe layers have no gate: the decoupled router chooses for every layer.
+            if (cfg.Router is null) router = r.Fp32(moe + "gate.weight", E, H);
             if (set == WeightSet.All)
             {
                 experts = new ExpertFfn[E];
@@ -193,7 +226,7 @@ public sealed class ModelWeights : IDisposable
                 string sp = p + "mlp.shared_expert.";
                 shared = LoadFfn(r, sp + "gate_proj.weight", sp + "up_proj.weight", sp + "down_proj.weight",
                     cfg.SharedExpertIntermediateSize, H);
-                sharedGate = r.Fp32(p + "mlp.shared_expert_gate.weight", 1, H);
+                if (cfg.Router is null) sharedGate = r.Fp32(p + "mlp.shared_expert_gate.weight", 1, H);
             }
         }
         else
@@ -211,6 +244,7 @@ public sealed class ModelWeights : IDisposable
             QNorm = qn?.DetachFromDisposeScope(),
             KNorm = kn?.DetachFromDisposeScope(),
             Router = router?.DetachFromDisposeScope(),
+            IsSparse = cfg.IsSparseLayer(l),
             Experts = experts,
             RoutedExpertsLoaded = set == WeightSet.All,
             SharedExpert = shared,
@@ -341,6 +375,7 @@ public sealed class ModelWeights : IDisposable
             SharedExpertGate = l.SharedExpertGate is null ? null : Move(l.SharedExpertGate),
             DenseMlp = l.DenseMlp is { } d ? new ExpertFfn(Move(d.GateUp.Weight), Move(d.Down.Weight)) : null,
             RoutedExpertsLoaded = l.RoutedExpertsLoaded,
+            IsSparse = l.IsSparse,
         }).ToList();
         var embed = Move(Embedding);
         var moved = new ModelWeights
@@ -350,6 +385,20 @@ public sealed class ModelWeights : IDisposable
             Layers = layers,
             FinalNorm = Move(FinalNorm),
             LmHead = TiedLmHead ? new Linear(embed.alias()) : LmHead.To(device),
+            Router = Router is { } rw ? new RouterWeights
+            {
+                Embedding = Move(rw.Embedding),
+                Layers = rw.Layers.Select(l => new RouterLayerWeights
+                {
+                    InputNorm = Move(l.InputNorm),
+                    Qkv = l.Qkv.To(device),
+                    Output = l.Output.To(device),
+                    PostAttentionNorm = Move(l.PostAttentionNorm),
+                    Mlp = new ExpertFfn(Move(l.Mlp.GateUp.Weight), Move(l.Mlp.Down.Weight)),
+                }).ToList(),
+                FinalNorm = Move(rw.FinalNorm),
+                Head = Move(rw.Head),
+            } : null,
             BytesRead = BytesRead,
             WeightSet = WeightSet,
             TiedLmHead = TiedLmHead,
@@ -361,7 +410,7 @@ public sealed class ModelWeights : IDisposable
 
     public long ParameterCount()
     {
-        long n = Embedding.numel() + FinalNorm.numel();
+        long n = Embedding.numel() + FinalNorm.numel() + (Router?.ParameterCount() ?? 0);
         if (!TiedLmHead) n += LmHead.Weight.numel();
         foreach (var l in Layers)
         {
@@ -380,5 +429,6 @@ public sealed class ModelWeights : IDisposable
         LmHead.Dispose();
         Embedding.Dispose();
         FinalNorm.Dispose();
+        Router?.Dispose();
     }
 }

@@ -86,8 +86,7 @@ public sealed partial class MoeModel
         float* hp = (float*)TorchInterop.DataPointer(h);
         NativeOps.RmsNorm(xp, H, (float*)TorchInterop.DataPointer(w.PostAttentionNorm), hp, H, T, H, cfg.RmsNormEps);
 
-        var logits = RouterLogits(w.Router!, hp, T);
-        var routing = RouteFromLogits(layer, logits, batch);
+        var routing = Weights.Router is not null ? RouteFromRouter(layer, batch) : RouteFromLogits(layer, RouterLogits(w.Router!, hp, T), batch);
         RoutingObserver?.Invoke(routing);
 
         // Residual first; every expert adds its weighted output into it.
@@ -128,8 +127,7 @@ public sealed partial class MoeModel
         if (w.SharedExpert is not null)
         {
             using var scope = torch.NewDisposeScope();
-            var gate = torch.sigmoid(torch.matmul(h, w.SharedExpertGate!.t()));
-            result.add_(w.SharedExpert.Forward(h) * gate);
+            result.add_(SharedExpertOutput(w, h));
         }
         return result;
     }

@@ -48,25 +48,33 @@ public sealed partial class MoeModel
     public MoeLayerWork BeginMoe(int layer, Tensor x, BatchLayout batch)
     {
         var w = Weights.Layers[layer];
-        if (w.Router is null) throw new InvalidOperationException($"layer {layer} is dense and has no router");
+        if (!w.IsSparse) throw new InvalidOperationException($"layer {layer} is dense and has no router");
         int T = batch.TotalTokens, H = Config.HiddenSize;
         bool native = T <= Linear.NativeMaxRows && x.device_type == DeviceType.CPU;
         var h = native ? NativeRmsNorm(x, w.PostAttentionNorm) : MlpInput(layer, x).contiguous();
         var host = TorchInterop.ToFloatArray(h);
-        float[] logits;
-        if (native)
+        ExpertRouting routing;
+        if (Weights.Router is not null)
         {
-            unsafe
-            {
-                fixed (float* hp = host) logits = RouterLogits(w.Router, hp, T);
-            }
+            routing = RouteFromRouter(layer, batch);
         }
         else
         {
-            using var l = torch.matmul(h, w.Router.t());
-            logits = TorchInterop.ToFloatArray(l);
+            float[] logits;
+            if (native)
+            {
+                unsafe
+                {
+                    fixed (float* hp = host) logits = RouterLogits(w.Router!, hp, T);
+                }
+            }
+            else
+            {
+                using var l = torch.matmul(h, w.Router!.t());
+                logits = TorchInterop.ToFloatArray(l);
+            }
+            routing = RouteFromLogits(layer, logits, batch);
         }
-        var routing = RouteFromLogits(layer, logits, batch);
         RoutingObserver?.Invoke(routing);
         return new MoeLayerWork(layer, h, host, H, routing);
     }
@@ -100,11 +108,7 @@ public sealed partial class MoeModel
         }
         using var scope = torch.NewDisposeScope();
         var result = x + torch.tensor(acc, [T, H]).to(x.device);
-        if (w.SharedExpert is not null)
-        {
-            var gate = torch.sigmoid(torch.matmul(work.Input, w.SharedExpertGate!.t()));
-            result.add_(w.SharedExpert.Forward(work.Input) * gate);
-        }
+        if (w.SharedExpert is not null) result.add_(SharedExpertOutput(w, work.Input));
         return scope.MoveToOuter(result);
     }
 

@@ -21,6 +21,7 @@ public enum LogitRows
 public sealed partial class MoeModel : IDisposable
 {
     private readonly RotaryEmbedding _rope;
+    private readonly RotaryEmbedding? _routerRope;
     private readonly Scalar _rmsEps;
 
     public ModelConfig Config { get; }
@@ -36,6 +37,8 @@ public sealed partial class MoeModel : IDisposable
         Config = weights.Config;
         _rope = new RotaryEmbedding(Config.HeadDim, Config.RopeTheta, Math.Min(Config.MaxPositionEmbeddings, 8192));
         _rmsEps = Config.RmsNormEps.ToScalar();
+        if (Config.Router is { } rc)
+            _routerRope = new RotaryEmbedding(rc.HeadDim, Config.RopeTheta, Math.Min(Config.MaxPositionEmbeddings, 8192));
     }
 
     /// <summary>Loads a model directory; <see cref="WeightSet.Backbone"/> leaves the routed experts to expert nodes,
@@ -58,8 +61,12 @@ public sealed partial class MoeModel : IDisposable
     public Action<ExpertRouting>? RoutingObserver { get; set; }
 
     /// <summary>A fresh, empty sequence state.</summary>
-    public KvCache NewSequence(int initialCapacity = 64) =>
-        new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity, IsCpu ? null : Device);
+    public KvCache NewSequence(int initialCapacity = 64)
+    {
+        var device = IsCpu ? null : Device;
+        var router = Config.Router is { } rc ? new KvCache(rc.NumLayers, rc.NumKvHeads, rc.HeadDim, initialCapacity, device) : null;
+        return new KvCache(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity, device, router);
+    }
 
     // ---------------------------------------------------------------- monolithic forward
 
@@ -95,15 +102,66 @@ public sealed partial class MoeModel : IDisposable
 
     // ---------------------------------------------------------------- pieces
 
-    /// <summary>Token embeddings of the batch rows, fp32 [T, H].</summary>
+    /// <summary>Token embeddings of the batch rows, fp32 [T, H]. For <c>readme_moe</c> the decoupled router runs here
+    /// first (its cache advances with the batch), so every layer's experts are known before the backbone starts.</summary>
     public Tensor Embed(BatchLayout batch)
     {
         foreach (int id in batch.TokenIds)
             if ((uint)id >= (uint)Config.VocabSize)
                 throw new ArgumentOutOfRangeException(nameof(batch), $"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1})");
         using var ids = torch.tensor(batch.TokenIds.Select(i => (long)i).ToArray(), device: Device);
+        if (Weights.Router is not null) batch.RouterProbabilities = RunRouter(batch, ids);
         using var e = Weights.Embedding.index_select(0, ids);
         return e.to(ScalarType.Float32);
+    }
+
+    /// <summary>The decoupled router over the batch: Llama blocks with their own KV caches, then softmax of the head
+    /// over the experts, [T * E] (ROUTER_DECOUPLED_SPEC.md).</summary>
+    private float[] RunRouter(BatchLayout batch, Tensor ids)
+    {
+        var rw = Weights.Router!;
+        var rc = Config.Router!;
+        using var scope = torch.NewDisposeScope();
+        int T = batch.TotalTokens;
+        var x = rw.Embedding.index_select(0, ids).to(ScalarType.Float32);
+        var positions = torch.tensor(batch.Positions.Select(p => (long)p).ToArray());
+        var (cos, sin) = _routerRope!.For(positions, batch.Positions.Max());
+        if (!IsCpu)
+        {
+            cos = cos.to(Device);
+            sin = sin.to(Device);
+        }
+        for (int i = 0; i < rw.Layers.Count; i++)
+        {
+            var w = rw.Layers[i];
+            var qkv = w.Qkv.Forward(RmsNorm(x, w.InputNorm));
+            var q = _routerRope.Apply(qkv.narrow(1, 0, rc.QWidth).reshape(T, rc.NumHeads, rc.HeadDim), cos, sin).contiguous();
+            var k = _routerRope.Apply(qkv.narrow(1, rc.QWidth, rc.KvWidth).reshape(T, rc.NumKvHeads, rc.HeadDim), cos, sin);
+            var v = qkv.narrow(1, rc.QWidth + rc.KvWidth, rc.KvWidth).reshape(T, rc.NumKvHeads, rc.HeadDim);
+            var attn = torch.empty(T, rc.QWidth, ScalarType.Float32, device: Device);
+            for (int s = 0; s < batch.Segments.Count; s++)
+            {
+                var seg = batch.Segments[s];
+                var cache = seg.Cache.Router ?? throw new InvalidOperationException("the sequence has no router cache: make it with NewSequence of this model");
+                int start = batch.RowStart[s], len = seg.Tokens.Count, pos0 = cache.Length;
+                var (keys, values) = cache.Append(i, k.narrow(0, start, len), v.narrow(0, start, len), pos0);
+                attn.narrow(0, start, len).copy_(SegmentAttention(q.narrow(0, start, len), keys, values, pos0,
+                    rc.NumHeads, rc.NumKvHeads, rc.HeadDim, window: null));
+            }
+            x = x + w.Output.Forward(attn);
+            x = x + w.Mlp.Forward(RmsNorm(x, w.PostAttentionNorm));
+        }
+        using var logits = torch.matmul(RmsNorm(x, rw.FinalNorm), rw.Head.t());
+        var z = TorchInterop.ToFloatArray(logits);
+        int E = Config.NumExperts;
+        var probs = new float[z.Length];
+        Span<double> p = stackalloc double[E];
+        for (int t = 0; t < T; t++)
+        {
+            SoftmaxInto(z.AsSpan(t * E, E), p);
+            for (int e = 0; e < E; e++) probs[t * E + e] = (float)p[e];
+        }
+        return probs;
     }
 
     /// <summary>x + Attention(RMSNorm(x)) for layer <paramref name="layer"/>; stores the batch's keys/values in
@@ -206,13 +264,15 @@ public sealed partial class MoeModel : IDisposable
 
     /// <summary>Causal GQA attention of one segment's queries [len, nH, hd] over its cached keys/values
     /// [nKV, total, hd]; returns [len, nH*hd].</summary>
-    private Tensor SegmentAttention(Tensor q, Tensor keys, Tensor values, int pos0)
+    private Tensor SegmentAttention(Tensor q, Tensor keys, Tensor values, int pos0) =>
+        SegmentAttention(q, keys, values, pos0, Config.NumHeads, Config.NumKvHeads, Config.HeadDim, Config.SlidingWindow);
+
+    private Tensor SegmentAttention(Tensor q, Tensor keys, Tensor values, int pos0, int nH, int nKV, int hd, int? window)
     {
-        var cfg = Config;
-        int len = (int)q.shape[0], nKV = cfg.NumKvHeads, g = cfg.NumHeads / nKV, hd = cfg.HeadDim;
+        int len = (int)q.shape[0], g = nH / nKV;
         int total = (int)keys.shape[1];
         int firstKey = 0;
-        if (cfg.SlidingWindow is { } win && len == 1 && total > win)
+        if (window is { } win && len == 1 && total > win)
         {
             // Decode with a sliding window only sees the last `win` keys.
             firstKey = total - win;
@@ -224,21 +284,20 @@ public sealed partial class MoeModel : IDisposable
         var qh = q.reshape(len, nKV, g, hd).permute(1, 2, 0, 3).reshape(nKV, g * len, hd);
         using Scalar scale = (1.0 / Math.Sqrt(hd)).ToScalar(), minusInf = float.NegativeInfinity.ToScalar();
         var scores = torch.bmm(qh, keys.transpose(1, 2)).mul_(scale);
-        if (len > 1 || cfg.SlidingWindow is not null)
+        if (len > 1 || window is not null)
         {
-            var mask = CausalMask(len, total, pos0, firstKey);
+            var mask = CausalMask(len, total, pos0, firstKey, window);
             if (mask is not null)
                 scores = scores.view(nKV, g, len, total).masked_fill(mask, minusInf).view(nKV, g * len, total);
         }
         var probs = torch.softmax(scores, 2);
         var ctx = torch.bmm(probs, values); // [nKV, g*len, hd]
-        return ctx.view(nKV, g, len, hd).permute(2, 0, 1, 3).reshape(len, cfg.NumHeads * hd);
+        return ctx.view(nKV, g, len, hd).permute(2, 0, 1, 3).reshape(len, nH * hd);
     }
 
     /// <summary>True where query i (absolute position pos0+i) must not see key j (absolute firstKey+j).</summary>
-    private Tensor? CausalMask(int len, int total, int pos0, int firstKey)
+    private Tensor? CausalMask(int len, int total, int pos0, int firstKey, int? win)
     {
-        int? win = Config.SlidingWindow;
         var m = new bool[len * total];
         bool any = false;
         for (int i = 0; i < len; i++)
@@ -262,11 +321,32 @@ public sealed partial class MoeModel : IDisposable
     public ExpertRouting Route(int layer, Tensor mlpInput, BatchLayout batch)
     {
         var w = Weights.Layers[layer];
-        if (w.Router is null) throw new InvalidOperationException($"layer {layer} is dense and has no router");
+        if (!w.IsSparse) throw new InvalidOperationException($"layer {layer} is dense and has no router");
+        if (Weights.Router is not null) return RouteFromRouter(layer, batch);
         float[] logits;
-        using (var l = torch.matmul(mlpInput, w.Router.t()))
+        using (var l = torch.matmul(mlpInput, w.Router!.t()))
             logits = TorchInterop.ToFloatArray(l);
         return RouteFromLogits(layer, logits, batch);
+    }
+
+    /// <summary><c>readme_moe</c>: the layer takes the decoupled router's choice (top-k of its probabilities, with each
+    /// segment's override for this layer).</summary>
+    private ExpertRouting RouteFromRouter(int layer, BatchLayout batch)
+    {
+        var probs = batch.RouterProbabilities
+            ?? throw new InvalidOperationException("the router has not run for this batch (Embed runs it)");
+        int E = Config.NumExperts, T = batch.TotalTokens;
+        var experts = new int[T][];
+        var weights = new float[T][];
+        Span<double> p = stackalloc double[E];
+        for (int t = 0; t < T; t++)
+        {
+            var ov = batch.Segments[batch.SegmentOfRow[t]].RoutingOrDefault;
+            int k = Math.Min(ov.TopKExperts ?? Config.NumExpertsPerToken, E);
+            for (int e = 0; e < E; e++) p[e] = probs[t * E + e];
+            (experts[t], weights[t]) = TopK(p, k, e => ov.IsDisabled(layer, e), Config.NormTopKProb);
+        }
+        return new ExpertRouting(layer, experts, weights, E);
     }
 
     /// <summary>Softmax + top-k (with each segment's override) over router logits [T, E].</summary>
@@ -348,11 +428,7 @@ public sealed partial class MoeModel : IDisposable
             var gw = torch.tensor(g.Weights, [g.Weights.Length, 1], device: Device);
             acc.index_add_(0, idx, outputs[i] * gw, 1.0);
         }
-        if (w.SharedExpert is not null)
-        {
-            var gate = torch.sigmoid(torch.matmul(mlpInput, w.SharedExpertGate!.t()));
-            acc.add_(w.SharedExpert.Forward(mlpInput) * gate);
-        }
+        if (w.SharedExpert is not null) acc.add_(SharedExpertOutput(w, mlpInput));
         return scope.MoveToOuter(x + acc);
     }
 
@@ -361,7 +437,7 @@ public sealed partial class MoeModel : IDisposable
     {
         var w = Weights.Layers[layer];
         var experts = LocalExperts(layer); // a backbone-only node fails here, before any work
-        if (batch.IsAllDecode && UseNativeDecodePath && IsCpu && w.Router is not null
+        if (batch.IsAllDecode && UseNativeDecodePath && IsCpu && w.IsSparse
             && experts[0].GateUp.Weight.dtype == ScalarType.BFloat16
             && batch.TotalTokens <= Linear.NativeMaxRows)
             return DecodeMlpBlock(layer, x, batch);
@@ -413,9 +489,19 @@ public sealed partial class MoeModel : IDisposable
         return x * torch.rsqrt(variance + _rmsEps) * weight;
     }
 
+    /// <summary>The shared expert's output: gated by sigmoid(x . g) where the layer has a gate, as is otherwise.</summary>
+    internal static Tensor SharedExpertOutput(DecoderLayerWeights w, Tensor h)
+    {
+        var y = w.SharedExpert!.Forward(h);
+        if (w.SharedExpertGate is null) return y;
+        using var gate = torch.sigmoid(torch.matmul(h, w.SharedExpertGate.t()));
+        return y.mul_(gate);
+    }
+
     public void Dispose()
     {
         _rmsEps.Dispose();
+        _routerRope?.Dispose();
         _rope.Dispose();
         Weights.Dispose();
     }

@@ -12,7 +12,7 @@ internal static class MakeCheckpointCommand
         var cl = new CommandLine(args, new HashSet<string> { "fused-experts" });
         string archName = cl.Required("arch");
         if (!ModelArchitectureNames.TryParse(archName, out var arch))
-            throw new UsageException($"--arch must be mixtral, qwen2_moe, qwen3_moe or olmoe, got '{archName}'");
+            throw new UsageException($"--arch must be mixtral, qwen2_moe, qwen3_moe, olmoe or readme_moe, got '{archName}'");
         var preset = ParsePreset(cl.Required("preset"));
         string dir = cl.Required("out");
         var options = new GeneratorOptions

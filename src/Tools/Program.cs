@@ -38,7 +38,7 @@ internal static class Usage
     public const string Text = """
         usage: moe-tools COMMAND [options]
 
-          make-checkpoint --arch mixtral|qwen2_moe|qwen3_moe|olmoe --preset tiny|small|bench --out DIR
+          make-checkpoint --arch mixtral|qwen2_moe|qwen3_moe|olmoe|readme_moe --preset tiny|small|bench --out DIR
                           [--seed N] [--shards K] [--dtype bf16|f32|f16] [--fused-experts]
               Writes a random-weight HF checkpoint: config.json, safetensors, tokenizer.json, tokenizer_config.json.
 

@@ -12,7 +12,7 @@ internal static class ParityConfig
     public const string Batching = "moe.scheduler { prefill-chunk = 16, max-batch-tokens = 40 }";
 
     public static TheoryData<ModelArchitecture> Families =>
-        new() { ModelArchitecture.Mixtral, ModelArchitecture.Qwen2Moe, ModelArchitecture.Qwen3Moe, ModelArchitecture.Olmoe };
+        new() { ModelArchitecture.Mixtral, ModelArchitecture.Qwen2Moe, ModelArchitecture.Qwen3Moe, ModelArchitecture.Olmoe, ModelArchitecture.RouterDecoupled };
 
     /// <summary>Concurrent greedy requests give the direct loop's tokens; most steps must be comparable.</summary>
     public static async Task AssertWorkloadAsync(Generation.MoeEngine engine, ModelArchitecture arch, string prefix)

@@ -52,7 +52,8 @@ public sealed class SchedulerActor : ReceiveActor
         var cfg = model.Config;
         _eos = new HashSet<int>(cfg.EosTokenIds);
         if (tokenizer.EosId is { } te) _eos.Add(te);
-        _kvBytesPerToken = 2L * cfg.NumLayers * cfg.NumKvHeads * cfg.HeadDim * sizeof(float);
+        _kvBytesPerToken = 2L * cfg.NumLayers * cfg.NumKvHeads * cfg.HeadDim * sizeof(float)
+            + (cfg.Router is { } rc ? 2L * rc.NumLayers * rc.NumKvHeads * rc.HeadDim * sizeof(float) : 0); // the router's own cache
 
         Receive<Submit>(OnSubmit);
         Receive<Cancel>(OnCancel);

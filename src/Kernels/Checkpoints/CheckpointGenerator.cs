@@ -68,7 +68,8 @@ public static class CheckpointGenerator
             bool mixtral = cfg.Architecture == ModelArchitecture.Mixtral;
             string moe = p + (mixtral && !fusedExperts ? "block_sparse_moe." : "mlp.");
             // A router scale of ~3x makes per-token expert choice decisive instead of near-uniform.
-            s.Add(new(moe + "gate.weight", [E, H], 3 * inH));
+            // (readme_moe layers have no gate: the decoupled router below chooses for every layer.)
+            if (cfg.Router is null) s.Add(new(moe + "gate.weight", [E, H], 3 * inH));
             if (fusedExperts)
             {
                 s.Add(new(moe + "experts.gate_up_proj", [E, 2 * I, H], inH));
@@ -90,13 +91,38 @@ public static class CheckpointGenerator
                 s.Add(new(p + "mlp.shared_expert.gate_proj.weight", [S, H], inH));
                 s.Add(new(p + "mlp.shared_expert.up_proj.weight", [S, H], inH));
                 s.Add(new(p + "mlp.shared_expert.down_proj.weight", [H, S], 1 / Math.Sqrt(S)));
-                s.Add(new(p + "mlp.shared_expert_gate.weight", [1, H], inH));
+                if (cfg.Router is null) s.Add(new(p + "mlp.shared_expert_gate.weight", [1, H], inH));
             }
         }
+        if (cfg.Router is { } rc) s.AddRange(RouterSpecs(cfg, rc));
         s.Add(new("model.norm.weight", [H], 0.1, 1.0));
         // Peaked logits: logit std ~ 4 over the vocabulary, so top-2 margins are rarely tiny.
         if (!cfg.TieWordEmbeddings) s.Add(new("lm_head.weight", [cfg.VocabSize, H], 4 * inH));
         return s;
+    }
+
+    /// <summary>The decoupled router of <c>readme_moe</c> (ROUTER_DECOUPLED_SPEC.md names).</summary>
+    private static IEnumerable<TensorSpec> RouterSpecs(ModelConfig cfg, RouterConfig rc)
+    {
+        int Hr = rc.HiddenSize, Ir = rc.IntermediateSize;
+        double inR = 1 / Math.Sqrt(Hr);
+        yield return new("router.embed_tokens.weight", [cfg.VocabSize, Hr], 1.0);
+        for (int i = 0; i < rc.NumLayers; i++)
+        {
+            string p = $"router.layers.{i}.";
+            yield return new(p + "input_layernorm.weight", [Hr], 0.1, 1.0);
+            yield return new(p + "self_attn.q_proj.weight", [rc.QWidth, Hr], inR);
+            yield return new(p + "self_attn.k_proj.weight", [rc.KvWidth, Hr], inR);
+            yield return new(p + "self_attn.v_proj.weight", [rc.KvWidth, Hr], inR);
+            yield return new(p + "self_attn.o_proj.weight", [Hr, rc.QWidth], 1 / Math.Sqrt(rc.QWidth));
+            yield return new(p + "post_attention_layernorm.weight", [Hr], 0.1, 1.0);
+            yield return new(p + "mlp.gate_proj.weight", [Ir, Hr], inR);
+            yield return new(p + "mlp.up_proj.weight", [Ir, Hr], inR);
+            yield return new(p + "mlp.down_proj.weight", [Hr, Ir], 1 / Math.Sqrt(Ir));
+        }
+        yield return new("router.norm.weight", [Hr], 0.1, 1.0);
+        // As the layer-wise gates: a ~3x scale makes the choice decisive.
+        yield return new("router.head.weight", [cfg.NumExperts, Hr], 3 * inR);
     }
 
     /// <summary>Writes config.json and the safetensors of a random checkpoint into <paramref name="dir"/>.</summary>

@@ -74,6 +74,15 @@ public static class CheckpointPresets
                 QkNorm = QkNormKind.FullWidth,
                 ClipQkv = tiny ? 2.0 : null,
             },
+            // Read-ME style: top-1 from the decoupled router, plus a permanent expert; the router is a quarter-width
+            // Llama with two blocks (one on tiny).
+            ModelArchitecture.RouterDecoupled => cfg with
+            {
+                NumExpertsPerToken = tiny ? 2 : 1,
+                SharedExpertIntermediateSize = ffn / 2,
+                NormTopKProb = false,
+                Router = new RouterConfig(h / 4, tiny ? 1 : 2, Math.Max(2, heads / 4), Math.Max(1, kv / 4), h / 4 / Math.Max(2, heads / 4), h / 2),
+            },
             _ => cfg,
         };
     }

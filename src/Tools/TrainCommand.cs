@@ -4,7 +4,8 @@ using MoeServer.Tools.Training;
 
 namespace MoeServer.Tools;
 
-/// <summary>train: trains a mixtral-format model (a dense Llama-style one with --experts 1) on a corpus file.</summary>
+/// <summary>train: trains a mixtral-format model (a dense Llama-style one with --experts 1) or a router-decoupled
+/// readme_moe model on a corpus file.</summary>
 internal static class TrainCommand
 {
     public static int Run(string[] args)
@@ -31,11 +32,19 @@ internal static class TrainCommand
         };
         int hidden = cl.Int("hidden", 256), heads = cl.Int("heads", 4);
         int experts = cl.Int("experts", 8);
+        string arch = cl.String("arch") ?? "mixtral";
+        if (arch is not ("mixtral" or "readme_moe")) throw new UsageException($"--arch must be mixtral or readme_moe, got '{arch}'");
+        bool decoupled = arch == "readme_moe";
+        int routerHidden = cl.Int("router-hidden", 64), routerHeads = cl.Int("router-heads", 2);
+        var router = decoupled
+            ? new RouterConfig(routerHidden, cl.Int("router-layers", 2), routerHeads, cl.Int("router-kv-heads", 1),
+                routerHidden / routerHeads, cl.Int("router-mlp", 2 * routerHidden))
+            : null;
         bool resume = cl.Flag("resume");
         var tokenizer = HfTokenizer.Load(tokenizerDir);
         var config = new ModelConfig
         {
-            Architecture = ModelArchitecture.Mixtral,
+            Architecture = decoupled ? ModelArchitecture.RouterDecoupled : ModelArchitecture.Mixtral,
             HiddenSize = hidden,
             NumLayers = cl.Int("layers", 4),
             NumHeads = heads,
@@ -46,10 +55,12 @@ internal static class TrainCommand
             RopeTheta = 10000,
             MaxPositionEmbeddings = cl.Int("max-position", 2048),
             NumExperts = experts,
-            NumExpertsPerToken = cl.Int("top-k", Math.Min(2, experts)),
+            NumExpertsPerToken = cl.Int("top-k", decoupled ? 1 : Math.Min(2, experts)),
             ExpertIntermediateSize = cl.Int("expert-size", 512),
             DenseIntermediateSize = cl.Int("expert-size", 512),
-            NormTopKProb = true,
+            NormTopKProb = !decoupled,
+            SharedExpertIntermediateSize = decoupled ? cl.Int("shared-expert", 0) : 0,
+            Router = router,
             TieWordEmbeddings = false,
             EosTokenIds = tokenizer.EosId is { } eos ? [eos] : [],
             TorchDtype = "bfloat16",

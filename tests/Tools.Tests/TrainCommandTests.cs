@@ -46,4 +46,21 @@ public sealed class TrainCommandTests
         var gen = ToolRunner.Run("generate", "--model", dir.Sub("pieces"), "--prompt", "And God said", "--max-tokens", "5", "--temperature", "0");
         Assert.True(gen.ExitCode == 0, gen.Stderr);
     }
+
+    [Fact]
+    public void A_router_decoupled_model_trains_and_its_checkpoint_serves()
+    {
+        using var dir = new TempDir();
+        var tok = ToolRunner.Run("train-tokenizer", "--corpus", HeldOut(), "--out", dir.Sub("tok"), "--vocab", "512");
+        Assert.True(tok.ExitCode == 0, tok.Stderr);
+        var run = ToolRunner.Run([.. TrainArgs(dir, "readme", "--arch", "readme_moe", "--router-hidden", "16", "--router-layers", "1",
+            "--router-heads", "2", "--router-kv-heads", "1", "--router-mlp", "32", "--shared-expert", "32", "--top-k", "1",
+            "--held-out", HeldOut(), "--eval-windows", "4")]);
+        Assert.True(run.ExitCode == 0, run.Stderr);
+        Assert.Contains("held-out perplexity", run.Stderr, StringComparison.Ordinal);
+        string config = File.ReadAllText(Path.Combine(dir.Sub("readme"), "config.json"));
+        Assert.Contains("\"readme_moe\"", config, StringComparison.Ordinal);
+        var gen = ToolRunner.Run("generate", "--model", dir.Sub("readme"), "--prompt", "In the beginning", "--max-tokens", "5", "--temperature", "0");
+        Assert.True(gen.ExitCode == 0, gen.Stderr);
+    }
 }

@@ -11,15 +11,17 @@ namespace MoeServer.Tools.Tests;
 /// <summary>The trainable mixtral-format model: what it learns is what the server then serves.</summary>
 public sealed class TrainingModelTests
 {
-    private static ModelConfig TinyConfig() => CheckpointPresets.Config(ModelArchitecture.Mixtral, CheckpointPreset.Tiny);
+    private static ModelConfig TinyConfig(ModelArchitecture arch = ModelArchitecture.Mixtral) => CheckpointPresets.Config(arch, CheckpointPreset.Tiny);
 
-    [Fact]
-    public void An_exported_training_model_gives_the_serving_runtime_the_same_logits()
+    [Theory]
+    [InlineData(ModelArchitecture.Mixtral)]
+    [InlineData(ModelArchitecture.RouterDecoupled)]
+    public void An_exported_training_model_gives_the_serving_runtime_the_same_logits(ModelArchitecture arch)
     {
         using var dir = new TempDir();
-        var cfg = TinyConfig();
+        var cfg = TinyConfig(arch);
         CheckpointFactory.Create(cfg, dir.Sub("tokenizer"), new GeneratorOptions { Seed = 3 });
-        using var model = new MixtralTrainingModel(cfg, seed: 5);
+        using var model = new MoeTrainingModel(cfg, seed: 5);
         model.eval();
         int[] tokens = [5, 17, 3, 99, 42, 7, 250, 1, 64, 33];
         float[] want;
@@ -34,7 +36,7 @@ public sealed class TrainingModelTests
         }
         Assert.All(want, x => Assert.True(float.IsFinite(x)));
         // The seed fixes every weight: a second model gives the same logits bit for bit.
-        using (var twin = new MixtralTrainingModel(cfg, seed: 5))
+        using (var twin = new MoeTrainingModel(cfg, seed: 5))
         using (torch.no_grad())
         {
             twin.eval();
@@ -64,11 +66,13 @@ public sealed class TrainingModelTests
         Assert.True(maxDiff < 1e-3 * Math.Max(1, maxAbs), $"largest logit difference {maxDiff:G3} (largest logit {maxAbs:G3})");
     }
 
-    [Fact]
-    public void A_few_adamw_steps_learn_a_repeated_text_and_use_every_expert()
+    [Theory]
+    [InlineData(ModelArchitecture.Mixtral)]
+    [InlineData(ModelArchitecture.RouterDecoupled)]
+    public void A_few_adamw_steps_learn_a_repeated_text_and_use_every_expert(ModelArchitecture arch)
     {
-        var cfg = TinyConfig();
-        using var model = new MixtralTrainingModel(cfg, seed: 1);
+        var cfg = TinyConfig(arch);
+        using var model = new MoeTrainingModel(cfg, seed: 1);
         model.train();
         using var optimizer = torch.optim.AdamW(model.parameters(), lr: 3e-3, weight_decay: 0.0);
         var rng = new Random(2);

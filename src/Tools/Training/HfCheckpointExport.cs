@@ -9,7 +9,7 @@ namespace MoeServer.Tools.Training;
 /// <summary>Writes a trained model as an HF checkpoint: config.json, model.safetensors and the tokenizer files.</summary>
 public static class HfCheckpointExport
 {
-    public static void Write(MixtralTrainingModel model, string dir, TensorDType dtype, string tokenizerDir)
+    public static void Write(MoeTrainingModel model, string dir, TensorDType dtype, string tokenizerDir)
     {
         Directory.CreateDirectory(dir);
         var cfg = model.Config with { TorchDtype = dtype == TensorDType.BF16 ? "bfloat16" : "float32" };

@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace MoeServer.Tools.Training;
 
 /// <summary>
-/// Trains a <see cref="MixtralTrainingModel"/>: AdamW, linear warmup + cosine schedule, gradient clipping, cross-entropy
+/// Trains a <see cref="MoeTrainingModel"/>: AdamW, linear warmup + cosine schedule, gradient clipping, cross-entropy
 /// plus the load-balancing loss, a progress line with loss and tokens/s, held-out perplexity at every checkpoint, and
 /// resumable checkpoints (model, optimizer and step under OutDir/resume/). Ends by exporting an HF checkpoint.
 /// </summary>
@@ -29,7 +29,7 @@ public sealed class Trainer(ModelConfig config, TrainingOptions options, Action<
         log($"train: {train.Length} tokens from {options.TrainText}" + (heldOut is null ? "" : $"; held out: {heldOut.Length} tokens"));
 
         torch.set_num_threads(Environment.ProcessorCount);
-        using var model = new MixtralTrainingModel(config, options.Seed);
+        using var model = new MoeTrainingModel(config, options.Seed);
         using var optimizer = torch.optim.AdamW(model.parameters(), lr: options.LearningRate, weight_decay: options.WeightDecay);
         int start = 0;
         if (resume && File.Exists(Path.Combine(ResumeDir, "state.json")))
@@ -96,7 +96,7 @@ public sealed class Trainer(ModelConfig config, TrainingOptions options, Action<
     }
 
     /// <summary>exp(mean cross-entropy) over consecutive held-out windows of the training length.</summary>
-    public double Perplexity(MixtralTrainingModel model, TokenCorpus text)
+    public double Perplexity(MoeTrainingModel model, TokenCorpus text)
     {
         model.eval();
         using var noGrad = torch.no_grad();
@@ -115,7 +115,7 @@ public sealed class Trainer(ModelConfig config, TrainingOptions options, Action<
         return Math.Exp(sum / Math.Max(1, count));
     }
 
-    private void SaveResume(MixtralTrainingModel model, TorchSharp.Modules.AdamW optimizer, int step)
+    private void SaveResume(MoeTrainingModel model, TorchSharp.Modules.AdamW optimizer, int step)
     {
         Directory.CreateDirectory(ResumeDir);
         model.save(Path.Combine(ResumeDir, "model.bin"));

@@ -28,10 +28,33 @@ internal static class RoutingOverrideCase
         yield return ("no-experts-0-1", new RoutingOverride(DisabledExperts: disabled), null, new HashSet<int> { 0, 1 });
     }
 
-    private static (int[] Tokens, float[] Margins) ReferenceGreedy(ReferenceModel reference, int[] prompt, int? topK, IReadOnlySet<int>? disabled, HashSet<int> eos)
+    /// <summary>Greedy tokens of the float64 reference under an override (the family's own reference).</summary>
+    private delegate (int[] Tokens, float[] Margins) ReferenceGreedy(int[] prompt, int? topK, IReadOnlySet<int>? disabled);
+
+    private static ReferenceGreedy ReferenceFor(ModelArchitecture arch, string dir, ModelConfig cfg, HashSet<int> eos)
     {
-        var seq = reference.NewSequence();
-        var logits = reference.Forward(seq, prompt, topK, disabled)[^1];
+        if (arch != ModelArchitecture.RouterDecoupled)
+        {
+            var reference = ReferenceModel.Load(dir);
+            return (prompt, topK, disabled) =>
+            {
+                var seq = reference.NewSequence();
+                return Greedy(prompt, tokens => reference.Forward(seq, tokens, topK, disabled), eos);
+            };
+        }
+        var decoupled = ReferenceRouterDecoupledModel.Load(dir);
+        return (prompt, topK, disabled) =>
+        {
+            // "disable expert e of every sparse layer" as (layer, expert) pairs
+            var pairs = disabled?.SelectMany(e => Enumerable.Range(0, cfg.NumLayers).Where(cfg.IsSparseLayer).Select(l => (l, e))).ToHashSet();
+            var seq = decoupled.NewSequence();
+            return Greedy(prompt, tokens => decoupled.Forward(seq, tokens, topK, pairs), eos);
+        };
+    }
+
+    private static (int[] Tokens, float[] Margins) Greedy(int[] prompt, Func<IReadOnlyList<int>, double[][]> forward, HashSet<int> eos)
+    {
+        var logits = forward(prompt)[^1];
         var tokens = new List<int>();
         var margins = new List<float>();
         for (int i = 0; i < MaxTokens; i++)
@@ -40,7 +63,7 @@ internal static class RoutingOverrideCase
             tokens.Add(best);
             margins.Add((float)ReferenceModel.TopTwoMargin(logits));
             if (eos.Contains(best)) break;
-            if (i + 1 < MaxTokens) logits = reference.Forward(seq, [best], topK, disabled)[0];
+            if (i + 1 < MaxTokens) logits = forward([best])[0];
         }
         return (tokens.ToArray(), margins.ToArray());
     }
@@ -48,9 +71,9 @@ internal static class RoutingOverrideCase
     public static async Task AssertOverridesReachTheExpertsAsync(MoeEngine engine, ModelArchitecture arch, string prefix)
     {
         string dir = TinyCheckpoints.Get(arch);
-        var reference = ReferenceModel.Load(dir);
         var eos = GreedyWorkload.EosIds(dir);
         var cfg = engine.Config;
+        var referenceGreedy = ReferenceFor(arch, dir, cfg, eos);
         var runs = (from v in Variants(cfg)
                     from len in PromptLengths
                     select (v.Name, v.Routing, v.TopK, v.Disabled, Prompt: GreedyWorkload.Prompt(len, 300 + len, cfg.VocabSize))).ToArray();
@@ -64,7 +87,7 @@ internal static class RoutingOverrideCase
         for (int i = 0; i < runs.Length; i++)
         {
             var r = runs[i];
-            var (want, margins) = ReferenceGreedy(reference, r.Prompt, r.TopK, r.Disabled, eos);
+            var (want, margins) = referenceGreedy(r.Prompt, r.TopK, r.Disabled);
             Assert.Null(got[i].Final.Error);
             compared += DirectGreedy.AssertSameGreedy(want, margins, got[i].TokenIds, $"{arch} {r.Name}, prompt of {r.Prompt.Length}");
             total += want.Length;

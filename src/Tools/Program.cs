@@ -57,7 +57,7 @@ internal static class Usage
           train --train FILE --tokenizer DIR --out DIR [--arch mixtral|readme_moe] [--held-out FILE] [--steps 2000] [--batch 16] [--seq 128]
                 [--lr 3e-3] [--warmup 100] [--weight-decay 0.1] [--balance 0.01] [--seed 1] [--checkpoint-every 200]
                 [--eval-windows N] [--layers 4] [--hidden 256] [--heads 4] [--kv-heads 2] [--experts 8] [--top-k 2]
-                [--expert-size 512] [--max-position 2048] [--stop-after N] [--resume]
+                [--expert-size 512] [--max-position 2048] [--untie-embeddings] [--stop-after N] [--resume]
                 readme_moe: [--router-hidden 64] [--router-layers 2] [--router-heads 2] [--router-kv-heads 1]
                 [--router-mlp 128] [--shared-expert 0] (top-1 by default)
               Trains a mixtral-format MoE (--experts 1: a dense Llama-style model) or a router-decoupled readme_moe

@@ -10,7 +10,7 @@ internal static class TrainCommand
 {
     public static int Run(string[] args)
     {
-        var cl = new CommandLine(args, new HashSet<string> { "resume" });
+        var cl = new CommandLine(args, new HashSet<string> { "resume", "untie-embeddings" });
         string tokenizerDir = cl.Required("tokenizer");
         var options = new TrainingOptions
         {
@@ -61,7 +61,8 @@ internal static class TrainCommand
             NormTopKProb = !decoupled,
             SharedExpertIntermediateSize = decoupled ? cl.Int("shared-expert", 0) : 0,
             Router = router,
-            TieWordEmbeddings = false,
+            // Small models: the LM head shares the embedding matrix (half the vocabulary parameters).
+            TieWordEmbeddings = !cl.Flag("untie-embeddings"),
             EosTokenIds = tokenizer.EosId is { } eos ? [eos] : [],
             TorchDtype = "bfloat16",
         };

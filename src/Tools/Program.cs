@@ -17,6 +17,7 @@ try
         "perplexity" => PerplexityCommand.Run(args[1..]),
         "train-tokenizer" => TrainTokenizerCommand.Run(args[1..]),
         "train" => TrainCommand.Run(args[1..]),
+        "model-card" => MoeServer.Tools.ModelCards.ModelCardCommand.Run(args[1..]),
         _ => throw new UsageException($"unknown command '{args[0]}'"),
     };
 }
@@ -64,5 +65,11 @@ internal static class Usage
               (one small router transformer picks every layer's experts) with AdamW, warmup + cosine,
               gradient clipping and a load-balancing loss; checkpoints to OUT/resume every N steps (--resume goes on
               from there) and writes an HF checkpoint (bf16) to OUT. Prints the final loss and held-out perplexity.
+
+          model-card --model DIR --held-out FILE --vocab-text FILE [--title T] [--training TEXT] [--window 128]
+                     [--compare NAME=DIR,...]
+              Measures a checkpoint as served (bf16): held-out perplexity (also of the compared models), expert usage
+              per layer, how often a token keeps the previous token's expert, seeded Bible-style samples with their
+              vocabulary coverage and distinct 3-gram ratio; writes DIR/MODEL_CARD.md and DIR/model-card.json.
         """;
 }

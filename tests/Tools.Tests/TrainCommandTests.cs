@@ -62,5 +62,21 @@ public sealed class TrainCommandTests
         Assert.Contains("\"readme_moe\"", config, StringComparison.Ordinal);
         var gen = ToolRunner.Run("generate", "--model", dir.Sub("readme"), "--prompt", "In the beginning", "--max-tokens", "5", "--temperature", "0");
         Assert.True(gen.ExitCode == 0, gen.Stderr);
+
+        // Its model card: perplexity as served, every scored token routed to top-1 in every layer, samples measured.
+        var card = ToolRunner.Run("model-card", "--model", dir.Sub("readme"), "--held-out", HeldOut(), "--vocab-text", HeldOut(),
+            "--window", "32", "--training", "12 steps");
+        Assert.True(card.ExitCode == 0, card.Stderr);
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("readme"), "model-card.json")));
+        var root = json.RootElement;
+        double ppl = root.GetProperty("held_out_perplexity").GetDouble();
+        Assert.InRange(ppl, 1.0, 512.0);
+        long scored = root.GetProperty("scored_tokens").GetInt64();
+        foreach (var layer in root.GetProperty("expert_tokens").EnumerateArray())
+            Assert.Equal(scored, layer.EnumerateArray().Sum(e => e.GetInt64()));
+        Assert.InRange(root.GetProperty("vocabulary_coverage").GetDouble(), 0.0, 1.0);
+        string markdown = File.ReadAllText(Path.Combine(dir.Sub("readme"), "MODEL_CARD.md"));
+        Assert.Contains("keeps previous token's top expert", markdown, StringComparison.Ordinal);
+        Assert.Contains(ppl.ToString("F3", CultureInfo.InvariantCulture), markdown, StringComparison.Ordinal);
     }
 }

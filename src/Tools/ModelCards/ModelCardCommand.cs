@@ -1,0 +1,137 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Tokenization;
+
+namespace MoeServer.Tools.ModelCards;
+
+/// <summary>
+/// model-card: measures a checkpoint with the serving runtime (bf16, as served) and writes MODEL_CARD.md and
+/// model-card.json next to it: held-out perplexity (and that of the models it is compared with), expert usage per
+/// layer, how often a token keeps the previous token's expert, and seeded samples with their quality checks.
+/// </summary>
+internal static class ModelCardCommand
+{
+    public const string JsonFileName = "model-card.json";
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    public static int Run(string[] args)
+    {
+        var cl = new CommandLine(args, new HashSet<string>());
+        string dir = cl.Required("model");
+        string heldOut = cl.Required("held-out");
+        string vocabText = cl.Required("vocab-text");
+        string title = cl.String("title") ?? new DirectoryInfo(dir).Name;
+        string training = cl.String("training") ?? "";
+        var compare = (cl.String("compare") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(c => c.Split('=', 2)).Select(p => p.Length == 2 ? (Name: p[0], Dir: p[1]) : throw new UsageException("--compare takes NAME=DIR,..."))
+            .ToList();
+        int window = cl.Int("window", 128);
+        cl.RejectUnknown();
+
+        var vocabulary = File.ReadLines(vocabText).SelectMany(ModelEvaluator.Words).ToHashSet();
+        var tokenizer = HfTokenizer.Load(dir);
+        var progress = new ConsoleProgress("evaluate");
+        ModelEvaluation eval;
+        ModelConfig cfg;
+        long parameters, active;
+        using (var model = MoeModel.Load(dir, WeightPrecision.BF16))
+        {
+            cfg = model.Config;
+            parameters = model.Weights.ParameterCount();
+            active = ActiveParameters(model);
+            eval = ModelEvaluator.Evaluate(model, tokenizer, heldOut, vocabulary, window, progress: (d, t) => progress.Report(d, t));
+        }
+        var others = new List<(string Name, double Perplexity)>();
+        foreach (var (name, other) in compare)
+        {
+            using var m = MoeModel.Load(other, WeightPrecision.BF16);
+            var e = ModelEvaluator.Evaluate(m, HfTokenizer.Load(other), heldOut, vocabulary, window);
+            others.Add((name, e.HeldOutPerplexity));
+        }
+
+        File.WriteAllText(Path.Combine(dir, JsonFileName), JsonSerializer.Serialize(new
+        {
+            title,
+            held_out_file = Path.GetFileName(heldOut),
+            window,
+            held_out_perplexity = eval.HeldOutPerplexity,
+            scored_tokens = eval.ScoredTokens,
+            parameters,
+            active_parameters = active,
+            keeps_previous_expert = eval.KeepsPreviousExpert,
+            expert_tokens = eval.ExpertTokens,
+            vocabulary_coverage = eval.VocabularyCoverage,
+            distinct_trigram_ratio = eval.DistinctTrigramRatio,
+            compared = others.ToDictionary(o => o.Name, o => o.Perplexity),
+        }, Indented));
+        File.WriteAllText(Path.Combine(dir, "MODEL_CARD.md"), Markdown(title, cfg, parameters, active, training, eval, others, heldOut, window));
+        Console.WriteLine($"held-out perplexity {eval.HeldOutPerplexity:F3} over {eval.ScoredTokens} tokens; vocabulary coverage {eval.VocabularyCoverage:P1}; distinct 3-grams {eval.DistinctTrigramRatio:F3}");
+        foreach (var (name, ppl) in others) Console.WriteLine($"{name}: held-out perplexity {ppl:F3}");
+        return 0;
+    }
+
+    /// <summary>Parameters one token uses: everything but the routed experts it does not go to.</summary>
+    private static long ActiveParameters(MoeModel model)
+    {
+        var cfg = model.Config;
+        long total = model.Weights.ParameterCount();
+        long perExpert = 3L * cfg.HiddenSize * cfg.ExpertIntermediateSize;
+        int sparse = Enumerable.Range(0, cfg.NumLayers).Count(cfg.IsSparseLayer);
+        return total - (long)sparse * (cfg.NumExperts - cfg.NumExpertsPerToken) * perExpert;
+    }
+
+    private static string Markdown(string title, ModelConfig cfg, long parameters, long active, string training, ModelEvaluation e,
+        IReadOnlyList<(string Name, double Perplexity)> others, string heldOut, int window)
+    {
+        var c = CultureInfo.InvariantCulture;
+        var s = new StringBuilder();
+        s.AppendLine(c, $"# {title}");
+        s.AppendLine();
+        string shared = cfg.SharedExpertIntermediateSize > 0 ? string.Create(c, $", permanent expert ffn {cfg.SharedExpertIntermediateSize}") : "";
+        string router = cfg.Router is { } r
+            ? string.Create(c, $", decoupled router (hidden {r.HiddenSize}, {r.NumLayers} blocks, {r.NumHeads}/{r.NumKvHeads} heads, ffn {r.IntermediateSize})")
+            : "";
+        s.AppendLine(c, $"Architecture: `{cfg.Architecture.ToModelType()}`, {cfg.NumLayers} layers, hidden {cfg.HiddenSize}, {cfg.NumHeads} heads / {cfg.NumKvHeads} kv heads, {cfg.NumExperts} experts (ffn {cfg.ExpertIntermediateSize}), top-{cfg.NumExpertsPerToken}{shared}{router}; vocabulary {cfg.VocabSize}{(cfg.TieWordEmbeddings ? ", tied embeddings" : "")}.");
+        s.AppendLine(c, $"Parameters: {parameters / 1e6:F2}M in all, {active / 1e6:F2}M active per token.");
+        s.AppendLine();
+        s.AppendLine("Data: the King James Bible (Debian `bible-kjv-text`) and the Jargon File 4.4.7 (`jargon-text`), public domain, " +
+            "fetched and split by `src/Tools/Corpus/fetch-corpus.sh` (every 50th line of each source held out). Tokenizer: a byte-level " +
+            "BPE learned on the training split by `moe-tools train-tokenizer`.");
+        if (training.Length > 0)
+        {
+            s.AppendLine();
+            s.AppendLine(c, $"Training: {training}");
+        }
+        s.AppendLine();
+        s.AppendLine("## Held-out perplexity");
+        s.AppendLine();
+        s.AppendLine(c, $"`{Path.GetFileName(heldOut)}` ({e.ScoredTokens} tokens scored; lines as documents ended by end-of-text, " +
+            $"non-overlapping windows of {window + 1} tokens, every token scored; bf16 weights as served).");
+        s.AppendLine();
+        s.AppendLine("| model | perplexity |");
+        s.AppendLine("| ----- | ---------: |");
+        s.AppendLine(c, $"| {title} (this model) | {e.HeldOutPerplexity:F3} |");
+        foreach (var (name, ppl) in others) s.AppendLine(c, $"| {name} | {ppl:F3} |");
+        s.AppendLine();
+        s.AppendLine("## Expert usage (share of routed tokens per expert, held-out text)");
+        s.AppendLine();
+        s.AppendLine("| layer | " + string.Join(" | ", Enumerable.Range(0, cfg.NumExperts).Select(x => $"E{x}")) + " | keeps previous token's top expert |");
+        s.AppendLine("| ----: | " + string.Join(" | ", Enumerable.Range(0, cfg.NumExperts).Select(_ => "--:")) + " | --: |");
+        for (int l = 0; l < cfg.NumLayers; l++)
+        {
+            long total = Math.Max(1, e.ExpertTokens[l].Sum());
+            string shares = string.Join(" | ", e.ExpertTokens[l].Select(n => ((double)n / total).ToString("P1", c)));
+            s.AppendLine(c, $"| {l} | {shares} | {e.KeepsPreviousExpert[l].ToString("P1", c)} |");
+        }
+        s.AppendLine();
+        s.AppendLine("## Samples (temperature 0.7, fixed seeds)");
+        s.AppendLine();
+        s.AppendLine(c, $"Words in the training vocabulary: {e.VocabularyCoverage:P1}; distinct word 3-grams: {e.DistinctTrigramRatio:F3}.");
+        s.AppendLine();
+        foreach (var (prompt, text) in e.Samples) s.AppendLine(c, $"- **{prompt}**{text.ReplaceLineEndings(" ")}");
+        return s.ToString();
+    }
+}

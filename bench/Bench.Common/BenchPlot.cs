@@ -252,6 +252,9 @@ public static class BenchPlot
     /// The NoDependencies Skia build has no fontconfig, so pick a sans font file explicitly when one is
     /// installed (DejaVu on Debian); otherwise leave ScottPlot's default.
     /// </summary>
+    /// <summary>A font every bench plot can use (DejaVu/Liberation when installed), or null for ScottPlot's default.</summary>
+    public static string? FontName => ResolveFont();
+
     private static string? ResolveFont()
     {
         lock (FontLock)

@@ -1,3 +1,4 @@
+using MoeServer.Bench.Common;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -288,15 +289,6 @@ string EnsureCheckpoint(string name)
     return dir;
 }
 
-string? ArgValue(string name)
-{
-    int i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-}
+string? ArgValue(string name) => BenchEnvironment.ArgValue(args, name);
 
-static string FindRepoRoot()
-{
-    string? d = AppContext.BaseDirectory;
-    while (d is not null && !File.Exists(Path.Combine(d, "Server.sln"))) d = Path.GetDirectoryName(d);
-    return d ?? Directory.GetCurrentDirectory();
-}
+static string FindRepoRoot() => BenchEnvironment.RepoRoot();

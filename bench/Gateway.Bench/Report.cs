@@ -214,7 +214,7 @@ internal sealed record Report(DateTime Date, bool Quick, MachineLimits Machine, 
         var mp = new Multiplot();
         mp.AddPlots(4);
         mp.Layout = new ScottPlot.MultiplotLayouts.Grid(2, 2);
-        string? font = PlotFont.Resolve();
+        string? font = BenchPlot.FontName; // the repository's plots share one font lookup
         double[] x = Load.Select(l => Math.Log10(l.Concurrency)).ToArray();
         var ticks = new ScottPlot.TickGenerators.NumericManual();
         foreach (var l in Load) ticks.AddMajor(Math.Log10(l.Concurrency), l.Concurrency.ToString());
@@ -289,38 +289,4 @@ internal sealed record Report(DateTime Date, bool Quick, MachineLimits Machine, 
 
         mp.SavePng(png, 1400, 1000);
     }
-}
-
-/// <summary>The NoDependencies Skia build has no fontconfig: register DejaVu Sans when installed (as Bench.Common does).</summary>
-internal static class PlotFont
-{
-    private static readonly Lazy<string?> Name = new(() =>
-    {
-        string[] candidates =
-        [
-            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-            "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-            "/usr/share/fonts/TTF/DejaVuSans.ttf",
-            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-        ];
-        foreach (var file in candidates)
-        {
-            if (!File.Exists(file)) continue;
-            try
-            {
-                const string name = "GatewayBenchSans";
-                Fonts.AddFontFile(name, file);
-                var bold = file.Replace("DejaVuSans.ttf", "DejaVuSans-Bold.ttf").Replace("-Regular.ttf", "-Bold.ttf");
-                if (bold != file && File.Exists(bold)) Fonts.AddFontFile(name, bold, bold: true);
-                return name;
-            }
-            catch (Exception ex) when (ex is IOException or ArgumentException or InvalidOperationException)
-            {
-                // next candidate, else ScottPlot's default font
-            }
-        }
-        return null;
-    });
-
-    public static string? Resolve() => Name.Value;
 }

@@ -166,18 +166,9 @@ static int ArgMax(ReadOnlySpan<float> x)
 }
 
 
-string? ArgValue(string name)
-{
-    int i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-}
+string? ArgValue(string name) => BenchEnvironment.ArgValue(args, name);
 
-static string FindRepoRoot()
-{
-    string? d = AppContext.BaseDirectory;
-    while (d is not null && !File.Exists(Path.Combine(d, "Server.sln"))) d = Path.GetDirectoryName(d);
-    return d ?? Directory.GetCurrentDirectory();
-}
+static string FindRepoRoot() => BenchEnvironment.RepoRoot();
 
 static void WriteReport(string path, MachineLimits m, double loadGBps, List<Row> rows, ModelConfig cfg, long active, bool quick)
 {

@@ -9,7 +9,7 @@ namespace MoeServer.Kernels.Tests.Reference;
 public sealed class ReferenceModel
 {
     /// <summary>y = W x (+ b) with W stored [Out, In] row-major.</summary>
-    private sealed record Linear(double[] W, int Out, int In, double[]? Bias)
+    internal sealed record Linear(double[] W, int Out, int In, double[]? Bias)
     {
         public double[] Apply(ReadOnlySpan<double> x)
         {
@@ -27,7 +27,7 @@ public sealed class ReferenceModel
     }
 
     /// <summary>Expert(x) = down(silu(gate(x)) * up(x)); also the dense and shared MLPs.</summary>
-    private sealed record Ffn(Linear Gate, Linear Up, Linear Down)
+    internal sealed record Ffn(Linear Gate, Linear Up, Linear Down)
     {
         public double[] Apply(ReadOnlySpan<double> x)
         {

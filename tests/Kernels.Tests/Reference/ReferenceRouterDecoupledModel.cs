@@ -1,3 +1,6 @@
+using Linear = MoeServer.Kernels.Tests.Reference.ReferenceModel.Linear;
+using Ffn = MoeServer.Kernels.Tests.Reference.ReferenceModel.Ffn;
+
 namespace MoeServer.Kernels.Tests.Reference;
 
 /// <summary>
@@ -11,37 +14,7 @@ namespace MoeServer.Kernels.Tests.Reference;
 /// </summary>
 public sealed class ReferenceRouterDecoupledModel
 {
-    /// <summary>y = W x with W stored [Out, In] row-major (the spec has no biases anywhere).</summary>
-    private sealed record Linear(double[] W, int Out, int In)
-    {
-        public double[] Apply(ReadOnlySpan<double> x)
-        {
-            var y = new double[Out];
-            for (int o = 0; o < Out; o++)
-            {
-                double sum = 0;
-                int row = o * In;
-                for (int i = 0; i < In; i++)
-                    sum += W[row + i] * x[i];
-                y[o] = sum;
-            }
-            return y;
-        }
-    }
-
-    /// <summary>SwiGLU: down(silu(gate(x)) * up(x)). Routed experts, the shared expert and the router MLP.</summary>
-    private sealed record Ffn(Linear Gate, Linear Up, Linear Down)
-    {
-        public double[] Apply(ReadOnlySpan<double> x)
-        {
-            double[] g = Gate.Apply(x);
-            double[] u = Up.Apply(x);
-            var a = new double[g.Length];
-            for (int i = 0; i < a.Length; i++)
-                a[i] = ReferenceModel.Silu(g[i]) * u[i];
-            return Down.Apply(a);
-        }
-    }
+    // Linear and Ffn are ReferenceModel's (pinned down by its self-tests); the spec has no biases anywhere.
 
     private sealed record Attn(Linear Q, Linear K, Linear V, Linear O, int Heads, int KvHeads, int HeadDim);
 
@@ -115,7 +88,7 @@ public sealed class ReferenceRouterDecoupledModel
             return t.Data;
         }
 
-        public Linear Linear(string name, int outDim, int inDim) => new(Take(name, outDim, inDim), outDim, inDim);
+        public Linear Linear(string name, int outDim, int inDim) => new(Take(name, outDim, inDim), outDim, inDim, null);
 
         public Ffn Ffn(string prefix, int hidden, int width) => new(
             Linear(prefix + "gate_proj.weight", width, hidden),

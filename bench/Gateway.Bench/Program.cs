@@ -279,7 +279,6 @@ async Task WaitReadyAsync(HttpClient client, TimeSpan timeout)
 string EnsureCheckpoint(string name)
 {
     var p = CheckpointPresets.Parse(name);
-    if (p == DefaultModel.Preset) return DefaultModel.Resolve(null, m => Progress("  " + m)); // the server's default model
     string dir = Path.Combine(repo, "bench", ".cache", $"{name}-mixtral");
     if (!File.Exists(Path.Combine(dir, "config.json")))
     {

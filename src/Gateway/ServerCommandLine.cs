@@ -23,7 +23,7 @@ internal sealed record ServerCommandLine
           --cluster-port N            Akka.Remote port of this node (0 = any free port)
           --hostname HOST             address other nodes reach this node at (default 127.0.0.1)
           --seed-nodes host:port,...  seed nodes of the cluster to join (none: this node forms its own cluster)
-          --model DIR                 HF checkpoint directory (default models/generated/small-mixtral, created on first use)
+          --model DIR                 HF checkpoint directory (default models/readme-moe, the trained model in the repository)
           --device cpu|cuda:N         compute device of this node (default cpu)
           --precision bf16|f32        weight precision in memory (default bf16)
           --config FILE.hocon         extra HOCON; command-line options win over it, it wins over hocon/*.hocon

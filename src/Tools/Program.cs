@@ -45,7 +45,7 @@ internal static class Usage
 
           generate [--model DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]
                    [--seed S] [--chat] [--chat-template chatml|mistral|FILE] [--precision bf16|f32]
-              Prints only the completion. Without --model, uses models/generated/small-mixtral, created on first use.
+              Prints only the completion. Without --model, uses models/readme-moe (the trained default model).
 
           perplexity --model DIR --file TEXT [--ctx N] [--precision bf16|f32]
               Perplexity with llama.cpp's protocol (non-overlapping n_ctx chunks, second half scored).

@@ -31,6 +31,30 @@ public class SingleNodeTests
         Assert.Equal("up", health.GetProperty("phase").GetString());
     }
 
+    /// <summary>The README's run command: no --model serves the committed trained model, and it has learned its text
+    /// (the first verse of Genesis is in the training split).</summary>
+    [Fact]
+    public async Task Without_a_model_the_server_serves_the_trained_default_model()
+    {
+        using var server = ServerProcess.Start();
+        var url = await server.ListeningAsync(StartTimeout);
+        await Http.WaitReadyAsync(url, StartTimeout, server);
+        var (code, models) = await Http.GetJsonAsync(new Uri(url, "/v1/models"));
+        Assert.Equal(HttpStatusCode.OK, code);
+        Assert.Equal("readme-moe", models.GetProperty("data")[0].GetProperty("id").GetString());
+        Assert.Equal("readme_moe", models.GetProperty("data")[0].GetProperty("architecture").GetString());
+
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        using var response = await http.PostAsync(new Uri(url, "/v1/completions"), new StringContent(
+            """{"model":"readme-moe","prompt":"In the beginning God created the heaven and the","max_tokens":4,"temperature":0}""",
+            System.Text.Encoding.UTF8, "application/json"));
+        string body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+        using var doc = JsonDocument.Parse(body);
+        string text = doc.RootElement.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        Assert.StartsWith(" earth", text, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Sigterm_drains_leaves_the_cluster_and_exits_0_within_30_seconds()
     {

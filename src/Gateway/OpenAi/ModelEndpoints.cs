@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Config;
 using MoeServer.Gateway.Serving;
 
 namespace MoeServer.Gateway.OpenAi;
@@ -8,7 +9,7 @@ internal static class ModelEndpoints
     private static readonly Func<string, string> Field = GenerationPlanner.SnakeCase;
 
     private static ModelCard Card(ServedModel m) => new(m.Name, "model", m.Created, "moe-server", m.Config.MaxPositionEmbeddings, m.Name,
-        m.Config.NumExperts, m.Config.NumExpertsPerToken, m.Config.NumLayers, m.Config.Architecture.ToString().ToLowerInvariant());
+        m.Config.NumExperts, m.Config.NumExpertsPerToken, m.Config.NumLayers, m.Config.Architecture.ToModelType());
 
     public static Task ListAsync(HttpContext ctx, ApiContext api) =>
         ctx.Response.WriteAsJsonAsync(new ModelList("list", [Card(api.Model)]), OpenAiJson.Options, ctx.RequestAborted);

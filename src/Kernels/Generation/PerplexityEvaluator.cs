@@ -1,9 +1,21 @@
 using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Kernels.Generation;
 
 /// <summary>Perplexity and how it was measured.</summary>
 public sealed record PerplexityResult(double Perplexity, double MeanNll, int ScoredTokens, int Chunks, int ContextLength, string Protocol);
+
+/// <summary>Perplexity over consecutive windows, with each window's summed negative log-likelihood kept.</summary>
+public sealed record WindowedPerplexity(double Perplexity, long ScoredTokens, int Window, double[] WindowNll, int[] WindowTokens)
+{
+    /// <summary>Perplexity of the first <paramref name="windows"/> windows alone (the trainer scores a prefix).</summary>
+    public double OfFirst(int windows)
+    {
+        int n = Math.Min(windows, WindowNll.Length);
+        return Math.Exp(WindowNll.Take(n).Sum() / Math.Max(1, WindowTokens.Take(n).Sum()));
+    }
+}
 
 /// <summary>
 /// Perplexity with llama.cpp's protocol (tools/perplexity): the token stream is cut into non-overlapping chunks of
@@ -40,6 +52,51 @@ public static class PerplexityEvaluator
         double mean = nll / count;
         return new PerplexityResult(Math.Exp(mean), mean, count, chunks, contextLength,
             $"llama.cpp: {chunks} non-overlapping chunks of n_ctx={contextLength}, BOS {(bos is null ? "not added" : "as first token")}, second half of each chunk scored");
+    }
+
+    /// <summary>
+    /// A text file as training sees it: every non-empty line is a document, encoded without special-token parsing
+    /// and ended by the end-of-text token.
+    /// </summary>
+    public static int[] LineDocuments(HfTokenizer tokenizer, string path)
+    {
+        int eos = tokenizer.EosId ?? throw new InvalidDataException("the tokenizer has no end-of-text token to separate documents");
+        var tokens = new List<int>();
+        foreach (var line in File.ReadLines(path))
+        {
+            if (line.Length == 0) continue;
+            tokens.AddRange(tokenizer.Encode(line, parseSpecialTokens: false));
+            tokens.Add(eos);
+        }
+        return tokens.ToArray();
+    }
+
+    /// <summary>
+    /// The training protocol (moe-tools train's held-out estimate, model cards, the trained-model tests): consecutive
+    /// non-overlapping windows of <paramref name="window"/> + 1 tokens, each from an empty cache, every token after the
+    /// first of a window scored; the tail shorter than a window is scored too.
+    /// </summary>
+    public static WindowedPerplexity EvaluateWindows(MoeModel model, IReadOnlyList<int> tokens, int window,
+        Action<int, int>? progress = null)
+    {
+        if (window < 1) throw new ArgumentOutOfRangeException(nameof(window), "the window must hold at least one scored token");
+        var nlls = new List<double>();
+        var counts = new List<int>();
+        for (int start = 0; start + 2 <= tokens.Count; start += window)
+        {
+            int len = Math.Min(window + 1, tokens.Count - start);
+            var chunk = tokens.Skip(start).Take(len).ToArray();
+            using var seq = model.NewSequence(len);
+            var logits = model.ForwardSequence(seq, chunk[..^1]);
+            double nll = 0;
+            for (int t = 0; t < logits.Length; t++) nll -= LogSoftmaxAt(logits[t], chunk[t + 1]);
+            nlls.Add(nll);
+            counts.Add(logits.Length);
+            progress?.Invoke(start + len, tokens.Count);
+        }
+        long scored = counts.Sum(c => (long)c);
+        if (scored == 0) throw new ArgumentException($"{tokens.Count} tokens are too few to score");
+        return new WindowedPerplexity(Math.Exp(nlls.Sum() / scored), scored, window, nlls.ToArray(), counts.ToArray());
     }
 
     private static double LogSoftmaxAt(float[] logits, int target)

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Generation;
 using MoeServer.Kernels.Model;
 using MoeServer.Kernels.Tokenization;
 
@@ -29,6 +30,7 @@ internal static class ModelCardCommand
             .Select(c => c.Split('=', 2)).Select(p => p.Length == 2 ? (Name: p[0], Dir: p[1]) : throw new UsageException("--compare takes NAME=DIR,..."))
             .ToList();
         int window = cl.Int("window", 128);
+        int trainerWindows = cl.Int("trainer-windows", 40);
         cl.RejectUnknown();
 
         var vocabulary = File.ReadLines(vocabText).SelectMany(ModelEvaluator.Words).ToHashSet();
@@ -44,12 +46,17 @@ internal static class ModelCardCommand
             active = ActiveParameters(model);
             eval = ModelEvaluator.Evaluate(model, tokenizer, heldOut, vocabulary, window, progress: (d, t) => progress.Report(d, t));
         }
-        var others = new List<(string Name, double Perplexity)>();
+        var others = new List<ComparedModel>();
         foreach (var (name, other) in compare)
         {
+            if (Path.GetFullPath(other) == Path.GetFullPath(dir))
+            {
+                others.Add(new ComparedModel(name, Describe(cfg), parameters, active, eval.HeldOutPerplexity, eval.Perplexity.OfFirst(trainerWindows)));
+                continue;
+            }
             using var m = MoeModel.Load(other, WeightPrecision.BF16);
-            var e = ModelEvaluator.Evaluate(m, HfTokenizer.Load(other), heldOut, vocabulary, window);
-            others.Add((name, e.HeldOutPerplexity));
+            var e = PerplexityEvaluator.EvaluateWindows(m, PerplexityEvaluator.LineDocuments(HfTokenizer.Load(other), heldOut), window);
+            others.Add(new ComparedModel(name, Describe(m.Config), m.Weights.ParameterCount(), ActiveParameters(m), e.Perplexity, e.OfFirst(trainerWindows)));
         }
 
         File.WriteAllText(Path.Combine(dir, JsonFileName), JsonSerializer.Serialize(new
@@ -59,6 +66,8 @@ internal static class ModelCardCommand
             window,
             held_out_perplexity = eval.HeldOutPerplexity,
             scored_tokens = eval.ScoredTokens,
+            trainer_windows = trainerWindows,
+            held_out_perplexity_first_windows = eval.Perplexity.OfFirst(trainerWindows),
             parameters,
             active_parameters = active,
             keeps_previous_expert = eval.KeepsPreviousExpert,
@@ -66,12 +75,15 @@ internal static class ModelCardCommand
             vocabulary_coverage = eval.VocabularyCoverage,
             distinct_trigram_ratio = eval.DistinctTrigramRatio,
             compared = others.ToDictionary(o => o.Name, o => o.Perplexity),
+            compared_first_windows = others.ToDictionary(o => o.Name, o => o.FirstWindows),
         }, Indented));
-        File.WriteAllText(Path.Combine(dir, "MODEL_CARD.md"), Markdown(title, cfg, parameters, active, training, eval, others, heldOut, window));
-        Console.WriteLine($"held-out perplexity {eval.HeldOutPerplexity:F3} over {eval.ScoredTokens} tokens; vocabulary coverage {eval.VocabularyCoverage:P1}; distinct 3-grams {eval.DistinctTrigramRatio:F3}");
-        foreach (var (name, ppl) in others) Console.WriteLine($"{name}: held-out perplexity {ppl:F3}");
+        File.WriteAllText(Path.Combine(dir, "MODEL_CARD.md"), Markdown(title, cfg, parameters, active, training, eval, others, heldOut, window, trainerWindows));
+        Console.WriteLine($"held-out perplexity {eval.HeldOutPerplexity:F3} over {eval.ScoredTokens} tokens (first {trainerWindows} windows {eval.Perplexity.OfFirst(trainerWindows):F3}); vocabulary coverage {eval.VocabularyCoverage:P1}; distinct 3-grams {eval.DistinctTrigramRatio:F3}");
+        foreach (var o in others) Console.WriteLine($"{o.Name}: held-out perplexity {o.Perplexity:F3} (first {trainerWindows} windows {o.FirstWindows:F3})");
         return 0;
     }
+
+    private sealed record ComparedModel(string Name, string Architecture, long Parameters, long Active, double Perplexity, double FirstWindows);
 
     /// <summary>Parameters one token uses: everything but the routed experts it does not go to.</summary>
     private static long ActiveParameters(MoeModel model)
@@ -83,18 +95,29 @@ internal static class ModelCardCommand
         return total - (long)sparse * (cfg.NumExperts - cfg.NumExpertsPerToken) * perExpert;
     }
 
+    /// <summary>One line: family, shape, experts, router.</summary>
+    private static string Describe(ModelConfig cfg)
+    {
+        var c = CultureInfo.InvariantCulture;
+        string shared = cfg.SharedExpertIntermediateSize > 0 ? string.Create(c, $", permanent expert ffn {cfg.SharedExpertIntermediateSize}") : "";
+        string router = cfg.Router is { } r
+            ? string.Create(c, $", decoupled router (hidden {r.HiddenSize}, {r.NumLayers} blocks, {r.NumHeads}/{r.NumKvHeads} heads, ffn {r.IntermediateSize})")
+            : "";
+        // one expert, top-1: the gate's softmax over one logit is 1, so the layer is a plain Llama SwiGLU MLP
+        string experts = cfg.NumExperts == 1
+            ? string.Create(c, $"dense (Llama-style SwiGLU ffn {cfg.ExpertIntermediateSize}, stored as one always-chosen expert)")
+            : string.Create(c, $"{cfg.NumExperts} experts (ffn {cfg.ExpertIntermediateSize}), top-{cfg.NumExpertsPerToken}");
+        return string.Create(c, $"`{cfg.Architecture.ToModelType()}`, {cfg.NumLayers} layers, hidden {cfg.HiddenSize}, {cfg.NumHeads} heads / {cfg.NumKvHeads} kv heads, {experts}{shared}{router}; vocabulary {cfg.VocabSize}{(cfg.TieWordEmbeddings ? ", tied embeddings" : "")}");
+    }
+
     private static string Markdown(string title, ModelConfig cfg, long parameters, long active, string training, ModelEvaluation e,
-        IReadOnlyList<(string Name, double Perplexity)> others, string heldOut, int window)
+        IReadOnlyList<ComparedModel> others, string heldOut, int window, int trainerWindows)
     {
         var c = CultureInfo.InvariantCulture;
         var s = new StringBuilder();
         s.AppendLine(c, $"# {title}");
         s.AppendLine();
-        string shared = cfg.SharedExpertIntermediateSize > 0 ? string.Create(c, $", permanent expert ffn {cfg.SharedExpertIntermediateSize}") : "";
-        string router = cfg.Router is { } r
-            ? string.Create(c, $", decoupled router (hidden {r.HiddenSize}, {r.NumLayers} blocks, {r.NumHeads}/{r.NumKvHeads} heads, ffn {r.IntermediateSize})")
-            : "";
-        s.AppendLine(c, $"Architecture: `{cfg.Architecture.ToModelType()}`, {cfg.NumLayers} layers, hidden {cfg.HiddenSize}, {cfg.NumHeads} heads / {cfg.NumKvHeads} kv heads, {cfg.NumExperts} experts (ffn {cfg.ExpertIntermediateSize}), top-{cfg.NumExpertsPerToken}{shared}{router}; vocabulary {cfg.VocabSize}{(cfg.TieWordEmbeddings ? ", tied embeddings" : "")}.");
+        s.AppendLine(c, $"Architecture: {Describe(cfg)}.");
         s.AppendLine(c, $"Parameters: {parameters / 1e6:F2}M in all, {active / 1e6:F2}M active per token.");
         s.AppendLine();
         s.AppendLine("Data: the King James Bible (Debian `bible-kjv-text`) and the Jargon File 4.4.7 (`jargon-text`), public domain, " +
@@ -108,13 +131,16 @@ internal static class ModelCardCommand
         s.AppendLine();
         s.AppendLine("## Held-out perplexity");
         s.AppendLine();
-        s.AppendLine(c, $"`{Path.GetFileName(heldOut)}` ({e.ScoredTokens} tokens scored; lines as documents ended by end-of-text, " +
-            $"non-overlapping windows of {window + 1} tokens, every token scored; bf16 weights as served).");
+        s.Append(c, $"`{Path.GetFileName(heldOut)}` ({e.ScoredTokens} tokens scored; lines as documents ended by end-of-text, ");
+        s.Append(c, $"non-overlapping windows of {window + 1} tokens, every token scored; bf16 weights as served). The trainer's ");
+        s.Append(c, $"estimate scores only the first {trainerWindows} windows (all Bible text; the Jargon File lines come later and are harder), ");
+        s.AppendLine("so that column is the one to set beside the training log.");
         s.AppendLine();
-        s.AppendLine("| model | perplexity |");
-        s.AppendLine("| ----- | ---------: |");
-        s.AppendLine(c, $"| {title} (this model) | {e.HeldOutPerplexity:F3} |");
-        foreach (var (name, ppl) in others) s.AppendLine(c, $"| {name} | {ppl:F3} |");
+        s.AppendLine(c, $"| model | architecture | parameters (active) | perplexity | first {trainerWindows} windows |");
+        s.AppendLine("| ----- | ------------ | ------------------: | ---------: | ---------: |");
+        s.AppendLine(c, $"| {title} (this model) | `{cfg.Architecture.ToModelType()}` | {parameters / 1e6:F2}M ({active / 1e6:F2}M) | {e.HeldOutPerplexity:F3} | {e.Perplexity.OfFirst(trainerWindows):F3} |");
+        foreach (var o in others.Where(o => o.Name != title))
+            s.AppendLine(c, $"| {o.Name} | {o.Architecture} | {o.Parameters / 1e6:F2}M ({o.Active / 1e6:F2}M) | {o.Perplexity:F3} | {o.FirstWindows:F3} |");
         s.AppendLine();
         s.AppendLine("## Expert usage (share of routed tokens per expert, held-out text)");
         s.AppendLine();

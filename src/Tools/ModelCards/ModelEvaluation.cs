@@ -8,13 +8,16 @@ namespace MoeServer.Tools.ModelCards;
 
 /// <summary>What a model card reports about a served model, measured with the serving runtime.</summary>
 public sealed record ModelEvaluation(
-    double HeldOutPerplexity,
-    long ScoredTokens,
+    WindowedPerplexity Perplexity,
     long[][] ExpertTokens,
     double[] KeepsPreviousExpert,
     IReadOnlyList<(string Prompt, string Text)> Samples,
     double VocabularyCoverage,
-    double DistinctTrigramRatio);
+    double DistinctTrigramRatio)
+{
+    public double HeldOutPerplexity => Perplexity.Perplexity;
+    public long ScoredTokens => Perplexity.ScoredTokens;
+}
 
 /// <summary>
 /// Measures a checkpoint the way its model card and the acceptance tests do: held-out perplexity (documents = lines,
@@ -37,21 +40,8 @@ public static partial class ModelEvaluator
         WordRegex().Matches(text).Select(m => m.Value.ToLowerInvariant().Trim('\''))
             .Where(w => w.Length > 0);
 
-    public static int[] DocumentTokens(HfTokenizer tokenizer, string path)
-    {
-        int eos = tokenizer.EosId ?? throw new InvalidDataException("the tokenizer has no end-of-text token");
-        var tokens = new List<int>();
-        foreach (var line in File.ReadLines(path))
-        {
-            if (line.Length == 0) continue;
-            tokens.AddRange(tokenizer.Encode(line, parseSpecialTokens: false));
-            tokens.Add(eos);
-        }
-        return tokens.ToArray();
-    }
-
     public static ModelEvaluation Evaluate(MoeModel model, HfTokenizer tokenizer, string heldOut, ISet<string> vocabulary,
-        int window = 128, long seed = 1, int sampleTokens = 48, Action<long, long>? progress = null)
+        int window = 128, long seed = 1, int sampleTokens = 48, Action<int, int>? progress = null)
     {
         var cfg = model.Config;
         var counts = Enumerable.Range(0, cfg.NumLayers).Select(_ => new long[cfg.NumExperts]).ToArray();
@@ -68,24 +58,10 @@ public static partial class ModelEvaluator
                 if (r.ExpertsOfToken[t][0] == r.ExpertsOfToken[t - 1][0]) kept[r.Layer]++;
             }
         };
-        var tokens = DocumentTokens(tokenizer, heldOut);
-        double nll = 0;
-        long scored = 0;
+        WindowedPerplexity perplexity;
         try
         {
-            for (int start = 0; start + 2 <= tokens.Length; start += window)
-            {
-                int len = Math.Min(window + 1, tokens.Length - start);
-                var chunk = tokens.AsSpan(start, len).ToArray();
-                using var seq = model.NewSequence(len);
-                var logits = model.ForwardSequence(seq, chunk[..^1]);
-                for (int t = 0; t < logits.Length; t++)
-                {
-                    nll -= LogSoftmaxAt(logits[t], chunk[t + 1]);
-                    scored++;
-                }
-                progress?.Invoke(start + len, tokens.Length);
-            }
+            perplexity = PerplexityEvaluator.EvaluateWindows(model, PerplexityEvaluator.LineDocuments(tokenizer, heldOut), window, progress);
         }
         finally
         {
@@ -112,14 +88,7 @@ public static partial class ModelEvaluator
         }
         double coverage = words.Count == 0 ? 0 : (double)words.Count(vocabulary.Contains) / words.Count;
         double distinctRatio = trigrams == 0 ? 0 : (double)distinct.Count / trigrams;
-        return new ModelEvaluation(Math.Exp(nll / Math.Max(1, scored)), scored, counts,
+        return new ModelEvaluation(perplexity, counts,
             kept.Select((k, l) => pairs[l] == 0 ? 0 : (double)k / pairs[l]).ToArray(), samples, coverage, distinctRatio);
-    }
-
-    private static double LogSoftmaxAt(float[] logits, int target)
-    {
-        double max = logits.Max(), sum = 0;
-        foreach (float v in logits) sum += Math.Exp(v - max);
-        return logits[target] - max - Math.Log(sum);
     }
 }

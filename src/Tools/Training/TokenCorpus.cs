@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Generation;
 using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Tools.Training;
@@ -12,15 +13,7 @@ public sealed class TokenCorpus
 
     public TokenCorpus(string path, HfTokenizer tokenizer)
     {
-        int eos = tokenizer.EosId ?? throw new InvalidDataException($"the tokenizer has no end-of-text token to separate documents");
-        var tokens = new List<int>();
-        foreach (var line in File.ReadLines(path))
-        {
-            if (line.Length == 0) continue;
-            tokens.AddRange(tokenizer.Encode(line, parseSpecialTokens: false));
-            tokens.Add(eos);
-        }
-        _tokens = tokens.ToArray();
+        _tokens = PerplexityEvaluator.LineDocuments(tokenizer, path);
         Path = path;
     }
 

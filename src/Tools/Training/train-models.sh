@@ -2,7 +2,8 @@
 # The one-off training of the project's own models (not part of CI), on the 2-core machine, otherwise idle:
 #   (a) readme_moe: router-decoupled MoE, 8 experts top-1 + permanent expert, decoupled router 64 x 2 blocks
 #   (b) mixtral:    layer-wise MoE of the same total size (8 experts x ffn 416, top-2)
-#   (c) dense:      Llama-style (mixtral format with one expert) with (a)'s active FFN width (384 + 256)
+#   (c) dense:      Llama-style (mixtral format with one always-chosen expert) with (a)'s active parameter count:
+#                   ffn 835 gives 5.45M parameters, what one token of (a) uses (backbone, its experts, the router)
 # Equal token budgets: STEPS x 16 x 128 tokens each (default 3000 steps = 6.1M tokens, ~4.4 epochs, ~40 min each).
 # Every run is resumable: run the script again and each model goes on from its last checkpoint (every 200 steps).
 # Then model cards (held-out perplexity of all three, expert usage, samples) are written next to (a) and (b).
@@ -30,7 +31,7 @@ train() { # name, extra args
 train readme-moe --arch readme_moe --experts 8 --top-k 1 --expert-size 384 --shared-expert 256 \
   --router-hidden 64 --router-layers 2 --router-heads 2 --router-kv-heads 1 --router-mlp 128
 train mixtral-moe --arch mixtral --experts 8 --top-k 2 --expert-size 416
-train dense --arch mixtral --experts 1 --top-k 1 --expert-size 640
+train dense --arch mixtral --experts 1 --top-k 1 --expert-size 835
 
 for name in readme-moe mixtral-moe; do
   $tools model-card --model "$work/$name" --held-out models/corpus/heldout-subset.txt --vocab-text models/corpus/train.txt \

@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Model;
 using System.Runtime.Serialization;
 using Akka.Actor;
 using Akka.Configuration;

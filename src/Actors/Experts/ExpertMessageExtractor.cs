@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Model;
 using Akka.Cluster.Sharding;
 
 

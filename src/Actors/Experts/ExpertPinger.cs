@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Model;
 using Akka.Actor;
 using MoeServer.Kernels.Config;
 

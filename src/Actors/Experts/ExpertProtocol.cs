@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Model;
 namespace MoeServer.Actors.Experts;
 
 /// <summary>What the router and the expert entities say to each other (the only messages that cross nodes

@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Model;
 namespace MoeServer.Actors.Experts;
 
 /// <summary>

@@ -1,3 +1,4 @@
+using MoeServer.Kernels.Model;
 using System.Runtime.InteropServices;
 using System.Runtime.Serialization;
 using System.Text;

@@ -1,8 +1,8 @@
 using System.Globalization;
 
-namespace MoeServer.Actors.Experts;
+namespace MoeServer.Kernels.Model;
 
-/// <summary>One routed expert of one layer; its sharded entity id is <c>"{layer}.{expert}"</c>.</summary>
+/// <summary>One routed expert of one layer; as a sharded entity its id is <c>"{layer}.{expert}"</c>.</summary>
 public readonly record struct ExpertId(int Layer, int Expert)
 {
     public string EntityId => string.Create(CultureInfo.InvariantCulture, $"{Layer}.{Expert}");
@@ -18,10 +18,4 @@ public readonly record struct ExpertId(int Layer, int Expert)
             throw new FormatException($"'{entityId}' is not an expert entity id of the form \"{{layer}}.{{expert}}\"");
         return new ExpertId(layer, expert);
     }
-}
-
-/// <summary>Messages routed to an expert entity by the shard region.</summary>
-public interface IWithExpertId
-{
-    ExpertId Expert { get; }
 }

@@ -32,4 +32,32 @@ internal static unsafe partial class LibC
             return false;
         }
     }
+
+    [LibraryImport("libc", EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SetEnvNative(string name, string value, int overwrite);
+
+    /// <summary>
+    /// Sets a variable in the C environment native libraries read (Environment.SetEnvironmentVariable does not reach
+    /// it on Unix), unless it is already set. Returns false when unavailable.
+    /// </summary>
+    public static bool TrySetEnvironmentDefault(string name, string value)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        try
+        {
+            return SetEnvNative(name, value, overwrite: 0) == 0;
+        }
+        catch (DllNotFoundException)
+        {
+            return false;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
 }

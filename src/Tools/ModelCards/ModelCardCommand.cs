@@ -4,6 +4,7 @@ using System.Text.Json;
 using MoeServer.Kernels.Config;
 using MoeServer.Kernels.Generation;
 using MoeServer.Kernels.Model;
+using MoeServer.Bench.Common;
 using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Tools.ModelCards;
@@ -16,6 +17,7 @@ namespace MoeServer.Tools.ModelCards;
 internal static class ModelCardCommand
 {
     public const string JsonFileName = "model-card.json";
+    public const string UsagePlotFileName = "expert-usage.png";
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     public static int Run(string[] args)
@@ -26,6 +28,7 @@ internal static class ModelCardCommand
         string vocabText = cl.Required("vocab-text");
         string title = cl.String("title") ?? new DirectoryInfo(dir).Name;
         string training = cl.String("training") ?? "";
+        string command = cl.String("command") ?? "";
         var compare = (cl.String("compare") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Select(c => c.Split('=', 2)).Select(p => p.Length == 2 ? (Name: p[0], Dir: p[1]) : throw new UsageException("--compare takes NAME=DIR,..."))
             .ToList();
@@ -77,7 +80,8 @@ internal static class ModelCardCommand
             compared = others.ToDictionary(o => o.Name, o => o.Perplexity),
             compared_first_windows = others.ToDictionary(o => o.Name, o => o.FirstWindows),
         }, Indented));
-        File.WriteAllText(Path.Combine(dir, "MODEL_CARD.md"), Markdown(title, cfg, parameters, active, training, eval, others, heldOut, window, trainerWindows));
+        PlotExpertUsage(Path.Combine(dir, UsagePlotFileName), title, cfg, eval);
+        File.WriteAllText(Path.Combine(dir, "MODEL_CARD.md"), Markdown(title, cfg, parameters, active, training, command, eval, others, heldOut, window, trainerWindows));
         Console.WriteLine($"held-out perplexity {eval.HeldOutPerplexity:F3} over {eval.ScoredTokens} tokens (first {trainerWindows} windows {eval.Perplexity.OfFirst(trainerWindows):F3}); vocabulary coverage {eval.VocabularyCoverage:P1}; distinct 3-grams {eval.DistinctTrigramRatio:F3}");
         foreach (var o in others) Console.WriteLine($"{o.Name}: held-out perplexity {o.Perplexity:F3} (first {trainerWindows} windows {o.FirstWindows:F3})");
         return 0;
@@ -110,7 +114,19 @@ internal static class ModelCardCommand
         return string.Create(c, $"`{cfg.Architecture.ToModelType()}`, {cfg.NumLayers} layers, hidden {cfg.HiddenSize}, {cfg.NumHeads} heads / {cfg.NumKvHeads} kv heads, {experts}{shared}{router}; vocabulary {cfg.VocabSize}{(cfg.TieWordEmbeddings ? ", tied embeddings" : "")}");
     }
 
-    private static string Markdown(string title, ModelConfig cfg, long parameters, long active, string training, ModelEvaluation e,
+    /// <summary>Share of routed tokens per expert, one bar per layer (one bar when every layer routes alike).</summary>
+    private static void PlotExpertUsage(string png, string title, ModelConfig cfg, ModelEvaluation e)
+    {
+        var shares = e.ExpertTokens.Select(counts => counts.Select(n => 100.0 * n / Math.Max(1, counts.Sum())).ToArray()).ToList();
+        bool alike = shares.All(s => s.SequenceEqual(shares[0]));
+        var series = alike
+            ? [(cfg.NumLayers > 1 ? "every layer (one routing for all)" : "layer 0", shares[0])]
+            : shares.Select((s, l) => ($"layer {l}", s)).ToList();
+        BenchPlot.GroupedBars(png, $"{title}: expert usage on held-out text", "share of routed tokens (%)",
+            Enumerable.Range(0, cfg.NumExperts).Select(x => $"E{x}").ToList(), series);
+    }
+
+    private static string Markdown(string title, ModelConfig cfg, long parameters, long active, string training, string command, ModelEvaluation e,
         IReadOnlyList<ComparedModel> others, string heldOut, int window, int trainerWindows)
     {
         var c = CultureInfo.InvariantCulture;
@@ -128,6 +144,15 @@ internal static class ModelCardCommand
             s.AppendLine();
             s.AppendLine(c, $"Training: {training}");
         }
+        if (command.Length > 0)
+        {
+            s.AppendLine();
+            s.AppendLine("Command:");
+            s.AppendLine();
+            s.AppendLine("```bash");
+            s.AppendLine(command);
+            s.AppendLine("```");
+        }
         s.AppendLine();
         s.AppendLine("## Held-out perplexity");
         s.AppendLine();
@@ -144,13 +169,17 @@ internal static class ModelCardCommand
         s.AppendLine();
         s.AppendLine("## Expert usage (share of routed tokens per expert, held-out text)");
         s.AppendLine();
+        s.AppendLine(c, $"![expert usage per layer]({UsagePlotFileName})");
+        s.AppendLine();
         s.AppendLine("| layer | " + string.Join(" | ", Enumerable.Range(0, cfg.NumExperts).Select(x => $"E{x}")) + " | keeps previous token's top expert |");
         s.AppendLine("| ----: | " + string.Join(" | ", Enumerable.Range(0, cfg.NumExperts).Select(_ => "--:")) + " | --: |");
-        for (int l = 0; l < cfg.NumLayers; l++)
+        // a router-decoupled model routes every layer alike: one row says it all
+        bool alike = e.ExpertTokens.All(t => t.SequenceEqual(e.ExpertTokens[0]));
+        for (int l = 0; l < (alike ? 1 : cfg.NumLayers); l++)
         {
             long total = Math.Max(1, e.ExpertTokens[l].Sum());
             string shares = string.Join(" | ", e.ExpertTokens[l].Select(n => ((double)n / total).ToString("P1", c)));
-            s.AppendLine(c, $"| {l} | {shares} | {e.KeepsPreviousExpert[l].ToString("P1", c)} |");
+            s.AppendLine(c, $"| {(alike ? $"all {cfg.NumLayers}" : l.ToString(c))} | {shares} | {e.KeepsPreviousExpert[l].ToString("P1", c)} |");
         }
         s.AppendLine();
         s.AppendLine("## Samples (temperature 0.7, fixed seeds)");

@@ -25,19 +25,29 @@ train() { # name, extra args
   local name="$1"; shift
   if [ -f "$work/$name/config.json" ]; then echo "$name: done already"; return; fi
   local t0=$SECONDS
-  $tools train "${common[@]}" --out "$work/$name" "$@" 2>&1 | tee -a "$work/$name.log"
+  # Training is torch alone on an idle machine: its OpenMP threads may spin between ops (the inference default,
+  # PASSIVE, set by MoeServer.Kernels, is for torch ops interleaved with the native kernels).
+  OMP_WAIT_POLICY=ACTIVE $tools train "${common[@]}" --out "$work/$name" "$@" 2>&1 | tee -a "$work/$name.log"
   echo "$name: $((SECONDS - t0)) s this run" | tee -a "$work/$name.log"
 }
-train readme-moe --arch readme_moe --experts 8 --top-k 1 --expert-size 384 --shared-expert 256 \
-  --router-hidden 64 --router-layers 2 --router-heads 2 --router-kv-heads 1 --router-mlp 128
-train mixtral-moe --arch mixtral --experts 8 --top-k 2 --expert-size 416
-train dense --arch mixtral --experts 1 --top-k 1 --expert-size 835
+args_readme=(--arch readme_moe --experts 8 --top-k 1 --expert-size 384 --shared-expert 256
+  --router-hidden 64 --router-layers 2 --router-heads 2 --router-kv-heads 1 --router-mlp 128)
+args_mixtral=(--arch mixtral --experts 8 --top-k 2 --expert-size 416)
+args_dense=(--arch mixtral --experts 1 --top-k 1 --expert-size 835)
+train readme-moe "${args_readme[@]}"
+train mixtral-moe "${args_mixtral[@]}"
+train dense "${args_dense[@]}"
 
-for name in readme-moe mixtral-moe; do
+card() { # name, train args
+  local name="$1"; shift
+  local summary
+  summary="$(grep -h '^steps ' "$work/$name.log" | tail -1 | awk '{printf "%s steps of 16 x 128 tokens (%.1fM tokens) in %d s at %s tokens/s on 2 cores; final training loss %s; the trainer'"'"'s held-out perplexity (first 40 windows, fp32) %s", $2, $2*16*128/1e6, $10, $8, $4, $6}')"
   $tools model-card --model "$work/$name" --held-out models/corpus/heldout-subset.txt --vocab-text models/corpus/train.txt \
     --compare "readme-moe=$work/readme-moe,mixtral-moe=$work/mixtral-moe,dense=$work/dense" \
-    --training "$(grep -h 'wrote\|s this run' "$work/$name.log" | tr '\n' ' ')"
+    --training "$summary." --command "src/Tools/Training/train-models.sh   # runs: moe-tools train ${common[*]/$work/WORK} --out WORK/$name $*"
   mkdir -p "$out/$name"
-  cp "$work/$name"/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json,MODEL_CARD.md,model-card.json} "$out/$name/"
-done
+  cp "$work/$name"/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json,MODEL_CARD.md,model-card.json,expert-usage.png} "$out/$name/"
+}
+card readme-moe "${args_readme[@]}"
+card mixtral-moe "${args_mixtral[@]}"
 echo "models written to $out/readme-moe and $out/mixtral-moe"

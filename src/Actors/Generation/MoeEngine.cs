@@ -77,6 +77,14 @@ public sealed class MoeEngine
     public Task<EngineStats> GetStatsAsync(TimeSpan? timeout = null) =>
         _scheduler.Ask<EngineStats>(new SchedulerProtocol.GetStats(), timeout ?? TimeSpan.FromSeconds(30));
 
+    /// <summary>Starts recording every step's routing (which sequences' rows went to which experts, per layer).</summary>
+    public Task StartRoutingTraceAsync(TimeSpan? timeout = null) =>
+        _scheduler.Ask<SchedulerProtocol.RoutingTraceStarted>(new SchedulerProtocol.StartRoutingTrace(), timeout ?? TimeSpan.FromSeconds(30));
+
+    /// <summary>Stops recording and returns the trace (steps that were in flight are in it).</summary>
+    public async Task<Kernels.Residency.RoutingTrace> StopRoutingTraceAsync(TimeSpan? timeout = null) =>
+        (await _scheduler.Ask<SchedulerProtocol.RoutingTraceRecorded>(new SchedulerProtocol.StopRoutingTrace(), timeout ?? TimeSpan.FromSeconds(30))).Trace;
+
     /// <summary>Stops admitting requests and completes when every running and waiting request has finished.</summary>
     public Task DrainAsync(TimeSpan timeout) => _scheduler.Ask<SchedulerProtocol.Drained>(new SchedulerProtocol.Drain(), timeout);
 

@@ -69,6 +69,19 @@ public sealed class SchedulerActor : ReceiveActor
         });
         Receive<StepResult>(OnStepDone);
         Receive<GetStats>(_ => Sender.Tell(Stats()));
+        Receive<StartRoutingTrace>(_ =>
+        {
+            _runner.Trace = new Kernels.Residency.RoutingTrace(Kernels.Config.ModelArchitectureNames.ToModelType(_model.Config.Architecture), _model.Config.NumLayers, _model.Config.NumExperts);
+            Sender.Tell(new RoutingTraceStarted());
+        });
+        Receive<StopRoutingTrace>(_ =>
+        {
+            var trace = _runner.Trace;
+            _runner.Trace = null;
+            Sender.Tell(trace is null
+                ? new Status.Failure(new InvalidOperationException("no routing trace is being recorded (start one first)"))
+                : new RoutingTraceRecorded(trace));
+        });
         Receive<Drain>(_ =>
         {
             if (!_draining) _log.Info("draining: no new requests; {0} running, {1} waiting", _running.Count, _waiting.Count);

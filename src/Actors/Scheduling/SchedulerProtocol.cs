@@ -34,6 +34,16 @@ public static class SchedulerProtocol
 
     public sealed record GetStats;
 
+    /// <summary>Record every step's routing from now on (a fresh trace); answered with <see cref="RoutingTraceStarted"/>.</summary>
+    public sealed record StartRoutingTrace;
+
+    public sealed record RoutingTraceStarted;
+
+    /// <summary>Stop recording; answered with <see cref="RoutingTraceRecorded"/> (a failure when none was started).</summary>
+    public sealed record StopRoutingTrace;
+
+    public sealed record RoutingTraceRecorded(Kernels.Residency.RoutingTrace Trace);
+
     /// <summary>Stop taking requests; answered with <see cref="Drained"/> once nothing is waiting or running.</summary>
     public sealed record Drain;
 

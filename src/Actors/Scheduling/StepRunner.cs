@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using MoeServer.Actors.Experts;
 using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Residency;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,6 +14,15 @@ namespace MoeServer.Actors.Scheduling;
 /// </summary>
 internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Generation.EngineGauges gauges)
 {
+    private volatile RoutingTrace? _trace;
+
+    /// <summary>Where every step's routing is recorded while set (the scheduler sets it; steps read it once).</summary>
+    public RoutingTrace? Trace
+    {
+        get => _trace;
+        set => _trace = value;
+    }
+
     public StepResult Run(StepPlan plan)
     {
         var timings = new StepTimings { Steps = 1, Tokens = plan.TotalTokens };
@@ -20,7 +30,16 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
         var routing = new int[][]?[plan.Segments.Count];
         try
         {
-            return new StepResult(plan, Forward(plan, routing, timings), routing, null, timings);
+            var trace = _trace;
+            var rowsByLayer = trace is null ? null : new int[model.Config.NumLayers][][];
+            var logits = Forward(plan, routing, rowsByLayer, timings);
+            if (trace is not null)
+            {
+                for (int l = 0; l < rowsByLayer!.Length; l++) rowsByLayer[l] ??= [];
+                trace.Append(new TraceStep(plan.StepId,
+                    plan.Segments.Select(s => new TraceSegment(s.Sequence.Id, s.Tokens.Length, s.IsPrefill)).ToArray(), rowsByLayer));
+            }
+            return new StepResult(plan, logits, routing, null, timings);
         }
         catch (Exception ex)
         {
@@ -28,7 +47,7 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
         }
     }
 
-    private float[]?[] Forward(StepPlan plan, int[][]?[] routing, StepTimings timings)
+    private float[]?[] Forward(StepPlan plan, int[][]?[] routing, int[][][]? rowsByLayer, StepTimings timings)
     {
         var batch = new BatchLayout(plan.Segments.Select(s => new BatchSegment(s.Sequence.Cache!, s.Tokens, s.Sequence.Request.Routing)).ToArray());
         var rowOwner = batch.SegmentOfRow.Select(s => plan.Segments[s].Sequence.Id).ToArray();
@@ -71,6 +90,7 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
                 using var work = model.BeginMoe(l, x, batch);
                 timings.GateMs += Lap();
                 foreach (var g in work.Routing.Groups) gauges.AddRouted(l, g.Expert, g.Rows.Length);
+                if (rowsByLayer is not null) rowsByLayer[l] = work.Routing.ExpertsOfToken;
                 for (int s = 0; s < plan.Segments.Count; s++)
                     if (routing[s] is { } r) r[l] = work.Routing.ExpertsOfToken[batch.RowStart[s] + plan.Segments[s].Tokens.Length - 1];
                 var outputs = experts.Run(work, plan.StepId, RequestIdsOf, timings);

@@ -53,21 +53,26 @@ public sealed class ModelWeights : IDisposable
                 int H = cfg.HiddenSize;
                 var embed = reader.Weight("model.embed_tokens.weight", cfg.VocabSize, H);
                 var loaded = new DecoderLayerWeights?[cfg.NumLayers];
-                try
+                var failed = new Exception?[cfg.NumLayers];
+                // Layers load in parallel: copying from the page cache is bound by one core's memcpy + faults.
+                Parallel.For(0, cfg.NumLayers, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, l =>
                 {
-                    // Layers load in parallel: copying from the page cache is bound by one core's memcpy + faults.
-                    Parallel.For(0, cfg.NumLayers, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, l =>
+                    try
                     {
                         using var noGrad = torch.no_grad();
                         loaded[l] = LoadLayer(cfg, reader, l, set);
                         progress?.Invoke(reader.Count, total);
-                    });
-                }
-                catch (AggregateException ae) when (ae.InnerExceptions.Count > 0)
+                    }
+                    catch (Exception e)
+                    {
+                        failed[l] = e;
+                    }
+                });
+                // The first broken layer is reported, whichever thread found its error first.
+                if (failed.FirstOrDefault(e => e is not null) is { } first)
                 {
                     foreach (var l in loaded) l?.Dispose();
-                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(
-                        ae.InnerExceptions.OrderBy(x => x is CheckpointFormatException ? 0 : 1).First()).Throw();
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(first).Throw();
                 }
                 layers.AddRange(loaded!);
                 var norm = reader.Fp32("model.norm.weight", H);

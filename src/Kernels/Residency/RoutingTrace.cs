@@ -54,6 +54,20 @@ public sealed class RoutingTrace(string model, int layers, int experts)
         return uses;
     }
 
+    /// <summary>For every position of <see cref="ExpertUses"/>, the position of the last use of the same step.</summary>
+    public long[] StepEnds()
+    {
+        var ends = new List<long>();
+        foreach (var step in Steps)
+        {
+            int count = 0;
+            for (int l = 0; l < layers; l++) count += step.ExpertsOfRow[l].SelectMany(r => r).Distinct().Count();
+            long end = ends.Count + count - 1;
+            for (int i = 0; i < count; i++) ends.Add(end);
+        }
+        return ends.ToArray();
+    }
+
     /// <summary>JSON lines: a header, then one line per step.</summary>
     public void Save(string path)
     {

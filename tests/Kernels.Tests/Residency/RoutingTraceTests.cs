@@ -13,6 +13,12 @@ public sealed class RoutingTraceTests
         trace.Append(new TraceStep(1, [new("a", 2, true), new("b", 1, false)], [[[3], [1], [3]], []]));
         trace.Append(new TraceStep(2, [new("a", 1, false)], [[[2]], []]));
         Assert.Equal([new ExpertId(0, 1), new ExpertId(0, 3), new ExpertId(0, 2)], trace.ExpertUses());
+        Assert.Equal([1L, 1, 2], trace.StepEnds());
+        // A plan that sees to the end of the current step knows E3 at time 0, not E2 (next step).
+        var plan = new SequencePlan(trace.ExpertUses(), now => trace.StepEnds()[now]);
+        Assert.Equal(1, plan.NextUse(new ExpertId(0, 3), 0));
+        Assert.Equal(long.MaxValue, plan.NextUse(new ExpertId(0, 2), 0));
+        Assert.Equal(long.MaxValue, plan.NextUse(new ExpertId(0, 2), 1)); // the next step is planned only once it starts
     }
 
     [Fact]

@@ -75,6 +75,10 @@ foreach (string name in new[] { "readme-moe", "mixtral-moe" })
     report.AppendLine();
     report.AppendLine($"## {name}: {trace.Steps.Count} steps, {uses.Count} expert uses, {experts} experts; lookahead with the {planLabel}");
     report.AppendLine();
+    var keeps = trace.KeepsLastExperts();
+    report.AppendLine("A token keeps its sequence's previous token's experts (per layer): " +
+                      string.Join(", ", keeps.Select((k, l) => $"L{l} {100 * k:F1}%")) + ".");
+    report.AppendLine();
     var table = new MarkdownTable("budget (experts)", "lru hit", "lfu hit", "lookahead hit", "lookahead+prefetch hit", "lru no-load", "lookahead no-load", "Belady bound (no-load)");
     var curves = new Dictionary<string, List<double>> { ["lru"] = [], ["lfu"] = [], ["lookahead"] = [], ["lookahead+prefetch"] = [], ["Belady bound"] = [] };
     foreach (double b in budgets)

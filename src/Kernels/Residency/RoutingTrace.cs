@@ -68,6 +68,41 @@ public sealed class RoutingTrace(string model, int layers, int experts)
         return ends.ToArray();
     }
 
+    /// <summary>
+    /// Per layer, how often a sequence's token was routed to exactly the experts of the same sequence's previous
+    /// token: the "keeps its last expert" prediction a scheduler can make for a request before its next step runs.
+    /// </summary>
+    public double[] KeepsLastExperts()
+    {
+        var kept = new long[layers];
+        var pairs = new long[layers];
+        var last = new Dictionary<string, int[]?[]>();
+        foreach (var step in Steps)
+        {
+            int row = 0;
+            foreach (var seg in step.Segments)
+            {
+                if (!last.TryGetValue(seg.SequenceId, out var previous)) last[seg.SequenceId] = previous = new int[]?[layers];
+                for (int r = row; r < row + seg.Rows; r++)
+                {
+                    for (int l = 0; l < layers; l++)
+                    {
+                        if (step.ExpertsOfRow[l].Length == 0) continue;
+                        var now = step.ExpertsOfRow[l][r];
+                        if (previous[l] is { } p)
+                        {
+                            pairs[l]++;
+                            if (p.Order().SequenceEqual(now.Order())) kept[l]++;
+                        }
+                        previous[l] = now;
+                    }
+                }
+                row += seg.Rows;
+            }
+        }
+        return kept.Select((k, l) => pairs[l] == 0 ? 0 : (double)k / pairs[l]).ToArray();
+    }
+
     /// <summary>JSON lines: a header, then one line per step.</summary>
     public void Save(string path)
     {

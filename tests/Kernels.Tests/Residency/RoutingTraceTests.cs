@@ -29,4 +29,14 @@ public sealed class RoutingTraceTests
         Assert.Contains("step 7", bad.Message, StringComparison.Ordinal);
         Assert.Empty(trace.Steps);
     }
+
+    [Fact]
+    public void Keep_rate_compares_each_token_with_the_same_sequences_previous_token()
+    {
+        var trace = new RoutingTrace("mixtral", layers: 1, experts: 4);
+        // a: [1,2] then [2,1] (kept: same set) then [0,1] (not); b interleaved: [3,0] then [3,0] (kept)
+        trace.Append(new TraceStep(1, [new("a", 2, true), new("b", 1, true)], [[[1, 2], [2, 1], [3, 0]]]));
+        trace.Append(new TraceStep(2, [new("b", 1, false), new("a", 1, false)], [[[3, 0], [0, 1]]]));
+        Assert.Equal(2.0 / 3.0, trace.KeepsLastExperts()[0], 1e-12);
+    }
 }

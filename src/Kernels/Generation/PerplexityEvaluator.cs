@@ -85,7 +85,8 @@ public static class PerplexityEvaluator
         for (int start = 0; start + 2 <= tokens.Count; start += window)
         {
             int len = Math.Min(window + 1, tokens.Count - start);
-            var chunk = tokens.Skip(start).Take(len).ToArray();
+            var chunk = new int[len];
+            for (int i = 0; i < len; i++) chunk[i] = tokens[start + i];
             using var seq = model.NewSequence(len);
             var logits = model.ForwardSequence(seq, chunk[..^1]);
             double nll = 0;

@@ -49,10 +49,14 @@ public sealed class RoutingTrace(string model, int layers, int experts)
         var uses = new List<ExpertId>();
         foreach (var step in Steps)
             for (int l = 0; l < layers; l++)
-                foreach (int e in step.ExpertsOfRow[l].SelectMany(r => r).Distinct().Order())
+                foreach (int e in ExpertsNeeded(step, l))
                     uses.Add(new ExpertId(l, e));
         return uses;
     }
+
+    /// <summary>The experts of <paramref name="layer"/> the step's batch needs, each once, ascending.</summary>
+    private static IEnumerable<int> ExpertsNeeded(TraceStep step, int layer) =>
+        step.ExpertsOfRow[layer].SelectMany(r => r).Distinct().Order();
 
     /// <summary>For every position of <see cref="ExpertUses"/>, the position of the last use of the same step.</summary>
     public long[] StepEnds()
@@ -61,7 +65,7 @@ public sealed class RoutingTrace(string model, int layers, int experts)
         foreach (var step in Steps)
         {
             int count = 0;
-            for (int l = 0; l < layers; l++) count += step.ExpertsOfRow[l].SelectMany(r => r).Distinct().Count();
+            for (int l = 0; l < layers; l++) count += ExpertsNeeded(step, l).Count();
             long end = ends.Count + count - 1;
             for (int i = 0; i < count; i++) ends.Add(end);
         }

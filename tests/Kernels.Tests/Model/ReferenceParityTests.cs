@@ -3,6 +3,7 @@ using MoeServer.Kernels.Formats;
 using MoeServer.Kernels.Model;
 using MoeServer.Kernels.Tests.Reference;
 using MoeServer.Kernels.Tests.Support;
+using static MoeServer.Kernels.Tests.Support.ParityAssert;
 
 namespace MoeServer.Kernels.Tests.Model;
 
@@ -19,29 +20,6 @@ public class ReferenceParityTests
     private const double Bf16Tolerance = 2e-2;
 
     private static readonly int[] Prompt = [3, 41, 97, 260, 15, 8, 300, 77, 129, 5, 411, 64];
-
-    /// <summary>max|a - ref| / max|ref| over a row.</summary>
-    private static double RelativeError(float[] got, double[] reference)
-    {
-        Assert.Equal(reference.Length, got.Length);
-        double diff = 0, scale = 0;
-        for (int i = 0; i < got.Length; i++)
-        {
-            diff = Math.Max(diff, Math.Abs(got[i] - reference[i]));
-            scale = Math.Max(scale, Math.Abs(reference[i]));
-        }
-        return diff / scale;
-    }
-
-    private static void AssertClose(float[][] got, double[][] reference, double tol, string what)
-    {
-        Assert.Equal(reference.Length, got.Length);
-        for (int t = 0; t < got.Length; t++)
-        {
-            double err = RelativeError(got[t], reference[t]);
-            Assert.True(err < tol, $"{what}: row {t} relative error {err:E3} >= {tol:E1}");
-        }
-    }
 
     [Theory]
     [MemberData(nameof(Families))]

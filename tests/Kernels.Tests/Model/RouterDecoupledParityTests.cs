@@ -3,6 +3,7 @@ using MoeServer.Kernels.Formats;
 using MoeServer.Kernels.Model;
 using MoeServer.Kernels.Tests.Reference;
 using MoeServer.Kernels.Tests.Support;
+using static MoeServer.Kernels.Tests.Support.ParityAssert;
 
 namespace MoeServer.Kernels.Tests.Model;
 
@@ -27,35 +28,6 @@ public sealed class RouterDecoupledParityTests : IDisposable
         return RouterDecoupledTinyModel.Create(seed, tweak).WriteTo(dir, dtype: dtype);
     }
 
-    private static void AssertClose(float[][] got, double[][] want, double tol, string what)
-    {
-        Assert.Equal(want.Length, got.Length);
-        for (int t = 0; t < got.Length; t++)
-        {
-            double diff = 0, scale = 0;
-            for (int i = 0; i < got[t].Length; i++)
-            {
-                diff = Math.Max(diff, Math.Abs(got[t][i] - want[t][i]));
-                scale = Math.Max(scale, Math.Abs(want[t][i]));
-            }
-            Assert.True(diff / scale < tol, $"{what}: row {t} relative error {diff / scale:E3} >= {tol:E1}");
-        }
-    }
-
-    /// <summary>Every layer's experts per token, as the model chose them (RoutingObserver) and as the reference did.</summary>
-    private static void AssertSameRouting(List<ExpertRouting> seen, ReferenceRouterDecoupledModel reference, int layers, string what)
-    {
-        for (int l = 0; l < layers; l++)
-        {
-            var got = seen.Single(r => r.Layer == l);
-            var want = reference.LastRouting[l];
-            Assert.Equal(want.Length, got.ExpertsOfToken.Length);
-            for (int t = 0; t < want.Length; t++)
-                Assert.True(want[t].SequenceEqual(got.ExpertsOfToken[t]),
-                    $"{what}: layer {l} token {t}: reference {string.Join(",", want[t])}, model {string.Join(",", got.ExpertsOfToken[t])}");
-        }
-    }
-
     [Theory]
     [InlineData(WeightPrecision.F32, "F32")]
     [InlineData(WeightPrecision.BF16, "BF16")]
@@ -71,7 +43,7 @@ public sealed class RouterDecoupledParityTests : IDisposable
         var got = model.ForwardSequence(seq, Prompt);
         var want = reference.Forward(reference.NewSequence(), Prompt);
         AssertClose(got, want, precision == WeightPrecision.F32 ? Fp32Tolerance : Bf16Tolerance, $"{dtype} prefill");
-        AssertSameRouting(seen, reference, model.Config.NumLayers, $"{dtype} prefill");
+        AssertSameRouting(seen, reference.LastRouting[..model.Config.NumLayers], $"{dtype} prefill");
     }
 
     [Theory]
@@ -94,7 +66,7 @@ public sealed class RouterDecoupledParityTests : IDisposable
                 var seen = new List<ExpertRouting>();
                 model.RoutingObserver = seen.Add;
                 AssertClose(model.ForwardSequence(seq, [token]), reference.Forward(rseq, [token]), Bf16Tolerance, $"decode of {token}");
-                AssertSameRouting(seen, reference, model.Config.NumLayers, $"decode of {token}");
+                AssertSameRouting(seen, reference.LastRouting[..model.Config.NumLayers], $"decode of {token}");
             }
             Assert.Equal(Prompt.Length, seq.Length);
             Assert.Equal(Prompt.Length, seq.Router!.Length);
@@ -144,7 +116,7 @@ public sealed class RouterDecoupledParityTests : IDisposable
         var got = model.ForwardSequence(seq, Prompt, routing);
         var want = reference.Forward(reference.NewSequence(), Prompt, topK, disabled);
         AssertClose(got, want, Fp32Tolerance, $"top-k {topK}, disabled {disableSome}");
-        AssertSameRouting(seen, reference, model.Config.NumLayers, "overrides");
+        AssertSameRouting(seen, reference.LastRouting[..model.Config.NumLayers], "overrides");
         foreach (var r in seen)
         {
             int allowed = model.Config.NumExperts - (disabled?.Count(d => d.Item1 == r.Layer) ?? 0);

@@ -4,6 +4,7 @@ using MoeServer.Kernels.Generation;
 using MoeServer.Kernels.Model;
 using MoeServer.Kernels.Tests.Reference;
 using MoeServer.Kernels.Tokenization;
+using static MoeServer.Kernels.Tests.Support.ParityAssert;
 
 namespace MoeServer.Kernels.Tests.Model;
 
@@ -62,34 +63,6 @@ public sealed class TrainedModelTests
         public int[][][] LastRouting => _routing();
     }
 
-    private static void AssertClose(float[][] got, double[][] want, double tol, string what)
-    {
-        Assert.Equal(want.Length, got.Length);
-        for (int t = 0; t < got.Length; t++)
-        {
-            double diff = 0, scale = 0;
-            for (int i = 0; i < got[t].Length; i++)
-            {
-                diff = Math.Max(diff, Math.Abs(got[t][i] - want[t][i]));
-                scale = Math.Max(scale, Math.Abs(want[t][i]));
-            }
-            Assert.True(diff / scale < tol, $"{what}: row {t} relative error {diff / scale:E3} >= {tol:E1}");
-        }
-    }
-
-    private static void AssertSameRouting(List<ExpertRouting> seen, int[][][] want, string what)
-    {
-        for (int l = 0; l < want.Length; l++)
-        {
-            var got = seen.Single(r => r.Layer == l);
-            Assert.Equal(want[l].Length, got.ExpertsOfToken.Length);
-            for (int t = 0; t < want[l].Length; t++)
-                Assert.True(want[l][t].SequenceEqual(got.ExpertsOfToken[t]),
-                    $"{what}: layer {l} token {t}: reference {string.Join(",", want[l][t])}, model {string.Join(",", got.ExpertsOfToken[t])}");
-        }
-        seen.Clear();
-    }
-
     private static int ArgMax(double[] row)
     {
         int best = 0;
@@ -112,12 +85,14 @@ public sealed class TrainedModelTests
         var want = reference.Forward(prompt);
         AssertClose(model.ForwardSequence(seq, prompt), want, Fp32Tolerance, $"{name} prefill");
         AssertSameRouting(seen, reference.LastRouting, $"{name} prefill");
+        seen.Clear();
         int next = ArgMax(want[^1]);
         for (int step = 0; step < 6; step++)
         {
             want = reference.Forward([next]);
             AssertClose(model.ForwardSequence(seq, [next]), want, Fp32Tolerance, $"{name} decode step {step}");
             AssertSameRouting(seen, reference.LastRouting, $"{name} decode step {step}");
+            seen.Clear();
             next = ArgMax(want[^1]);
         }
     }

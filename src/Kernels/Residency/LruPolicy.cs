@@ -2,16 +2,18 @@ using MoeServer.Kernels.Model;
 
 namespace MoeServer.Kernels.Residency;
 
-/// <summary>Evicts the expert used least recently.</summary>
+/// <summary>Evicts the expert used least recently. Recency is the order of calls, not <c>now</c>: live engine time
+/// is per layer, and several experts of one layer share it.</summary>
 public sealed class LruPolicy : ResidencyPolicy
 {
     private readonly Dictionary<ExpertId, long> _lastUse = [];
+    private long _clock;
 
     public override string Name => "lru";
 
-    public override void Used(ExpertId expert, long now) => _lastUse[expert] = now;
+    public override void Used(ExpertId expert, long now) => _lastUse[expert] = ++_clock;
 
-    public override void Loaded(ExpertId expert, long now) => _lastUse.TryAdd(expert, now);
+    public override void Loaded(ExpertId expert, long now) => _lastUse.TryAdd(expert, ++_clock);
 
     public override void Evicted(ExpertId expert) => _lastUse.Remove(expert);
 

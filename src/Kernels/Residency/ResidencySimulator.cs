@@ -2,9 +2,19 @@ using MoeServer.Kernels.Model;
 
 namespace MoeServer.Kernels.Residency;
 
+/// <summary>How much of the future a replayed policy is told.</summary>
+public enum PlanVisibility
+{
+    /// <summary>Nothing announced (lru, lfu; lookahead then only predicts from the last step).</summary>
+    None,
+    /// <summary>Each step's uses of every layer, announced when the step starts: exact pre-gating.</summary>
+    WholeStep,
+}
+
 /// <summary>
-/// Replays a sequence of expert uses through an <see cref="ExpertCache"/>: before each use, a policy with a plan may
-/// prefetch the next <c>prefetchDepth</c> planned experts (loads that overlap compute in the live engine).
+/// Replays expert uses through an <see cref="ExpertCache"/>. <see cref="Replay"/> takes a flat sequence (time =
+/// position); <see cref="ReplaySteps"/> takes engine steps and drives the same <see cref="PlanBook"/> an expert node
+/// keeps, so its figures are what the live residency would do with the same uses.
 /// </summary>
 public static class ResidencySimulator
 {
@@ -18,6 +28,35 @@ public static class ResidencySimulator
             if (plan is null || prefetchDepth == 0) continue;
             foreach (var (_, next) in plan.Upcoming(t, prefetchDepth).DistinctBy(u => u.Expert))
                 if (!cache.IsResident(next)) cache.Prefetch(next, t);
+        }
+        return cache.Stats();
+    }
+
+    /// <summary>Replays whole steps: announces each step's uses as <paramref name="visibility"/> says, then runs
+    /// every layer's experts; after each use a lookahead policy may prefetch the next <paramref name="prefetchDepth"/>
+    /// announced experts.</summary>
+    public static ResidencyStats ReplaySteps(IReadOnlyList<StepUses> steps, int numLayers, int capacity, string policy,
+        PlanVisibility visibility, int prefetchDepth = 0)
+    {
+        var book = new PlanBook(numLayers);
+        var cache = new ExpertCache(capacity, ResidencyPolicy.Create(policy, book));
+        bool prefetch = cache.Policy is LookaheadPolicy && prefetchDepth > 0;
+        foreach (var step in steps)
+        {
+            if (visibility == PlanVisibility.WholeStep)
+                for (int l = 0; l < step.ExpertsByLayer.Count; l++) book.Announce(step.Step, l, step.ExpertsByLayer[l]);
+            for (int l = 0; l < step.ExpertsByLayer.Count; l++)
+            {
+                foreach (int e in step.ExpertsByLayer[l])
+                {
+                    var id = new ExpertId(l, e);
+                    long now = book.Consume(id, step.Step);
+                    cache.Use(id, now);
+                    if (!prefetch) continue;
+                    foreach (var (_, next) in book.Upcoming(now, prefetchDepth))
+                        if (!cache.IsResident(next)) cache.Prefetch(next, now);
+                }
+            }
         }
         return cache.Stats();
     }

@@ -54,6 +54,10 @@ public sealed class RoutingTrace(string model, int layers, int experts)
         return uses;
     }
 
+    /// <summary>Every step's needed experts per layer, for the step-structured replay.</summary>
+    public IReadOnlyList<StepUses> StepUses() =>
+        Steps.Select(s => new StepUses(s.Step, Enumerable.Range(0, layers).Select(l => ExpertsNeeded(s, l).ToArray()).ToArray())).ToList();
+
     /// <summary>The experts of <paramref name="layer"/> the step's batch needs, each once, ascending.</summary>
     private static IEnumerable<int> ExpertsNeeded(TraceStep step, int layer) =>
         step.ExpertsOfRow[layer].SelectMany(r => r).Distinct().Order();

@@ -27,6 +27,9 @@ public sealed class KvCache : IDisposable
 
     private readonly Device? _device;
 
+    /// <summary>On a router cache: the router's output for the token about to be appended (exact pre-gating).</summary>
+    internal PreGatedToken? PreGated { get; set; }
+
     /// <param name="device">Where the cache lives; null is the CPU (the native decode attention reads it there).</param>
     internal KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64, Device? device = null, KvCache? router = null)
     {
@@ -119,6 +122,7 @@ public sealed class KvCache : IDisposable
     {
         if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length));
         Length = length;
+        PreGated = null;
         Router?.Truncate(length);
     }
 

@@ -106,13 +106,18 @@ public sealed partial class MoeModel : IDisposable
     /// first (its cache advances with the batch), so every layer's experts are known before the backbone starts.</summary>
     public Tensor Embed(BatchLayout batch)
     {
+        using var ids = ValidatedTokenIds(batch);
+        if (Weights.Router is not null) batch.RouterProbabilities = RouterProbabilities(batch, ids);
+        using var e = Weights.Embedding.index_select(0, ids);
+        return e.to(ScalarType.Float32);
+    }
+
+    private Tensor ValidatedTokenIds(BatchLayout batch)
+    {
         foreach (int id in batch.TokenIds)
             if ((uint)id >= (uint)Config.VocabSize)
                 throw new ArgumentOutOfRangeException(nameof(batch), $"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1})");
-        using var ids = torch.tensor(batch.TokenIds.Select(i => (long)i).ToArray(), device: Device);
-        if (Weights.Router is not null) batch.RouterProbabilities = RunRouter(batch, ids);
-        using var e = Weights.Embedding.index_select(0, ids);
-        return e.to(ScalarType.Float32);
+        return torch.tensor(batch.TokenIds.Select(i => (long)i).ToArray(), device: Device);
     }
 
     /// <summary>The decoupled router over the batch: Llama blocks with their own KV caches, then softmax of the head

@@ -363,13 +363,17 @@ public sealed partial class MoeModel : IDisposable
         var weights = new float[T][];
         Span<double> p = stackalloc double[E];
         for (int t = 0; t < T; t++)
-        {
-            var ov = batch.Segments[batch.SegmentOfRow[t]].RoutingOrDefault;
-            int k = Math.Min(ov.TopKExperts ?? Config.NumExpertsPerToken, E);
-            SoftmaxInto(logits.AsSpan(t * E, E), p);
-            (experts[t], weights[t]) = TopK(p, k, e => ov.IsDisabled(layer, e), Config.NormTopKProb);
-        }
+            (experts[t], weights[t]) = RouteRow(layer, logits.AsSpan(t * E, E), batch.Segments[batch.SegmentOfRow[t]].RoutingOrDefault, p);
         return new ExpertRouting(layer, experts, weights, E);
+    }
+
+    /// <summary>One row's experts and weights from its router logits, with its segment's override for the layer
+    /// (shared by exact routing and speculation, so a prediction differs from the routing only by its input).</summary>
+    private (int[] Experts, float[] Weights) RouteRow(int layer, ReadOnlySpan<float> logits, RoutingOverride ov, Span<double> p)
+    {
+        int k = Math.Min(ov.TopKExperts ?? Config.NumExpertsPerToken, Config.NumExperts);
+        SoftmaxInto(logits, p);
+        return TopK(p, k, e => ov.IsDisabled(layer, e), Config.NormTopKProb);
     }
 
     private static void SoftmaxInto(ReadOnlySpan<float> logits, Span<double> p)
@@ -505,6 +509,7 @@ public sealed partial class MoeModel : IDisposable
 
     public void Dispose()
     {
+        _gateStack?.Dispose();
         _rmsEps.Dispose();
         _routerRope?.Dispose();
         _rope.Dispose();

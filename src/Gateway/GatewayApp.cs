@@ -37,7 +37,7 @@ public static class GatewayApp
         builder.Services.AddSingleton(sp =>
         {
             var runtime = sp.GetRequiredService<MoeNodeRuntime>();
-            return new ServerMetrics(runtime.Engine, runtime.ExpertWork);
+            return new ServerMetrics(runtime.Engine, runtime.ExpertWork, runtime.ExpertResidency);
         });
         bool gateway = settings.Node.Role.RunsGateway();
         if (gateway)

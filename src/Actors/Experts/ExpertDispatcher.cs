@@ -105,6 +105,19 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
         return results;
     }
 
+    /// <summary>Tells the nodes hosting <paramref name="expertIds"/> of <paramref name="layer"/> that step
+    /// <paramref name="stepId"/> will run them (no reply; they may prefetch).</summary>
+    public void Announce(long stepId, int layer, IEnumerable<int> expertIds)
+    {
+        foreach (int e in expertIds)
+        {
+            var id = new ExpertId(layer, e);
+            var message = new ExpertProtocol.Announce(id, stepId);
+            if (_localEntities.TryGetValue(id, out var entity)) entity.Tell(message, ActorRefs.NoSender);
+            else region.Tell(message, ActorRefs.NoSender);
+        }
+    }
+
     private void Send(ExpertProtocol.RunBatch message, bool viaRegion)
     {
         if (!viaRegion && _localEntities.TryGetValue(message.Expert, out var entity))

@@ -5,32 +5,36 @@ using MoeServer.Kernels.Model;
 namespace MoeServer.Actors.Experts;
 
 /// <summary>
-/// One routed expert ("{layer}.{expert}") as a sharded entity: loads its FFN weights from the checkpoint when it
-/// starts on a node and runs the rows the router sends it. A weight-load failure is kept and reported to every
-/// caller (naming the file and tensor) rather than crashing the node.
+/// One routed expert ("{layer}.{expert}") as a sharded entity: runs the rows the router sends it with weights from
+/// the node's <see cref="ExpertResidency"/> (resident, prefetched, or loaded on demand within the node's budget),
+/// and passes the router's announcements of upcoming use to it. Its weights are read once when it starts; a
+/// failure is kept and reported to every caller (naming the file and tensor) rather than crashing the node.
 /// </summary>
 public sealed class ExpertEntity : ReceiveActor
 {
     private readonly ExpertId _id;
-    private readonly ExpertWeightSource _source;
+    private readonly ExpertResidency _residency;
     private readonly ExpertWorkCounters _work;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly string _node;
-    private ExpertFfn? _ffn;
     private string? _loadError;
 
-    public ExpertEntity(string entityId, ExpertWeightSource source, ExpertWorkCounters work)
+    public ExpertEntity(string entityId, ExpertResidency residency, ExpertWorkCounters work)
     {
         _id = ExpertId.Parse(entityId);
-        _source = source;
+        _residency = residency;
         _work = work;
         _node = ((ExtendedActorSystem)Context.System).Provider.DefaultAddress.ToString();
         Receive<ExpertProtocol.RunBatch>(Run);
-        Receive<ExpertProtocol.Ping>(_ => Sender.Tell(new ExpertProtocol.Pong(_id, _node, _ffn is not null, _loadError)));
+        Receive<ExpertProtocol.Announce>(m =>
+        {
+            if (_loadError is null) _residency.Announce(m.StepId, _id.Layer, [_id.Expert]);
+        });
+        Receive<ExpertProtocol.Ping>(_ => Sender.Tell(new ExpertProtocol.Pong(_id, _node, _loadError is null, _loadError)));
     }
 
-    public static Props PropsFor(string entityId, ExpertWeightSource source, ExpertWorkCounters work) =>
-        Props.Create(() => new ExpertEntity(entityId, source, work)).WithDispatcher(DispatcherId);
+    public static Props PropsFor(string entityId, ExpertResidency residency, ExpertWorkCounters work) =>
+        Props.Create(() => new ExpertEntity(entityId, residency, work)).WithDispatcher(DispatcherId);
 
     /// <summary>The dispatcher expert entities run on (hocon/base.hocon).</summary>
     public const string DispatcherId = "moe-expert-dispatcher";
@@ -39,10 +43,8 @@ public sealed class ExpertEntity : ReceiveActor
     {
         try
         {
-            var (ffn, took) = _source.Load(_id);
-            _ffn = ffn;
-            _work.Loaded();
-            _log.Debug("expert {0} loaded on {1} in {2:F1} ms", _id, _node, took.TotalMilliseconds);
+            _residency.Register(_id);
+            _log.Debug("expert {0} started on {1} ({2})", _id, _node, _residency.IsResident(_id) ? "resident" : "not resident: over the budget");
         }
         catch (Exception ex)
         {
@@ -53,17 +55,26 @@ public sealed class ExpertEntity : ReceiveActor
 
     private void Run(ExpertProtocol.RunBatch m)
     {
-        if (_ffn is null)
+        if (_loadError is not null)
         {
-            Sender.Tell(new ExpertProtocol.BatchFailed(_id, m.StepId, _loadError ?? $"expert {_id} has no weights"));
+            Sender.Tell(new ExpertProtocol.BatchFailed(_id, m.StepId, _loadError));
             return;
         }
         using var span = EngineTracing.StartExpertSpan(m.TraceParent, _id.EntityId);
         span?.SetTag("moe.rows", m.Input.Rows);
         try
         {
+            var ffn = _residency.Acquire(_id, m.StepId);
             long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            var y = _ffn.Forward(m.Input.Data, m.Input.Rows);
+            float[] y;
+            try
+            {
+                y = ffn.Forward(m.Input.Data, m.Input.Rows);
+            }
+            finally
+            {
+                _residency.Release(_id);
+            }
             var took = System.Diagnostics.Stopwatch.GetElapsedTime(t0);
             double ms = took.TotalMilliseconds;
             _work.Ran(_id, m.Input.Rows, took);
@@ -77,10 +88,6 @@ public sealed class ExpertEntity : ReceiveActor
         }
     }
 
-    protected override void PostStop()
-    {
-        if (_ffn is not null) _work.Unloaded();
-        _ffn?.Dispose();
-        _ffn = null;
-    }
+    /// <summary>The entity moved to another node or stopped: its weights here are freed.</summary>
+    protected override void PostStop() => _residency.Evict(_id);
 }

@@ -17,6 +17,7 @@ public sealed record ExpertOptions
     public int NumberOfShards { get; init; } = 64;
     public WireDType WireDType { get; init; } = WireDType.F32;
     public bool WarmUp { get; init; } = true;
+    public ExpertResidencyOptions Residency { get; init; } = new();
 
     public static ExpertOptions FromConfig(Config c) => new()
     {
@@ -25,6 +26,7 @@ public sealed record ExpertOptions
         NumberOfShards = c.GetInt("moe.experts.number-of-shards", 64),
         WireDType = ParseWire(c.GetString("moe.experts.wire-dtype", "f32")),
         WarmUp = c.GetBoolean("moe.experts.warm-up", true),
+        Residency = ExpertResidencyOptions.FromConfig(c),
     };
 
     public static WireDType ParseWire(string s) => s.Trim().ToLowerInvariant() switch

@@ -2,25 +2,17 @@ using MoeServer.Kernels.Model;
 namespace MoeServer.Actors.Experts;
 
 /// <summary>
-/// What the expert entities of this node did, per expert: batches, rows and FFN time, and how many entities hold
-/// their weights here now. Written by the entities (on the compute thread), read lock-free by metrics scrapes.
+/// What the expert entities of this node did, per expert: batches, rows and FFN time. Written by the entities (on
+/// the compute thread), read lock-free by metrics scrapes.
 /// </summary>
 public sealed class ExpertWorkCounters(int numLayers, int numExperts)
 {
     private readonly long[] _batches = new long[numLayers * numExperts];
     private readonly long[] _rows = new long[numLayers * numExperts];
     private readonly long[] _computeTicks = new long[numLayers * numExperts];
-    private int _resident;
 
     public int NumLayers { get; } = numLayers;
     public int NumExperts { get; } = numExperts;
-    /// <summary>Expert entities whose weights are loaded on this node.</summary>
-    public int Resident => Volatile.Read(ref _resident);
-
-    internal void Loaded() => Interlocked.Increment(ref _resident);
-
-    internal void Unloaded() => Interlocked.Decrement(ref _resident);
-
     internal void Ran(ExpertId id, int rows, TimeSpan took)
     {
         int i = id.Layer * NumExperts + id.Expert;

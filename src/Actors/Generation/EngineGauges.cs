@@ -1,3 +1,5 @@
+using MoeServer.Kernels.Residency;
+
 namespace MoeServer.Actors.Generation;
 
 /// <summary>
@@ -16,7 +18,14 @@ public sealed class EngineGauges
         NumExperts = numExperts;
         KvBudgetBytes = kvBudgetBytes;
         _routedTokens = new long[numLayers * numExperts];
+        _predictions = new long[2, numLayers];
+        _predictionHits = new long[2, numLayers];
     }
+
+    private readonly long[,] _predictions, _predictionHits;
+
+    /// <summary>Recall of the speculative gates per lookahead distance (layer-wise models).</summary>
+    public SpeculationRecall Speculation { get; } = new();
 
     public int NumLayers { get; }
     public int NumExperts { get; }
@@ -38,6 +47,26 @@ public sealed class EngineGauges
 
     internal void AddRouted(int layer, int expert, int tokens) =>
         Interlocked.Add(ref _routedTokens[layer * NumExperts + expert], tokens);
+
+    /// <summary>A decode row's experts at <paramref name="layer"/> were known before its step (exact pre-gating) or
+    /// predicted (kept from its last token); whether that matched where the gate sent it.</summary>
+    internal void AddPrediction(int layer, bool exact, bool correct)
+    {
+        int k = exact ? 1 : 0;
+        Interlocked.Increment(ref _predictions[k, layer]);
+        if (correct) Interlocked.Increment(ref _predictionHits[k, layer]);
+    }
+
+    public long Predictions(int layer, bool exact) => Interlocked.Read(ref _predictions[exact ? 1 : 0, layer]);
+
+    public long PredictionHits(int layer, bool exact) => Interlocked.Read(ref _predictionHits[exact ? 1 : 0, layer]);
+
+    /// <summary>How often "the next token keeps its last token's experts" held at a layer so far (0 before any).</summary>
+    public double PredictionHitRate(int layer)
+    {
+        long n = Predictions(layer, exact: false);
+        return n == 0 ? 0 : (double)PredictionHits(layer, exact: false) / n;
+    }
 
     /// <summary>Tokens (prefill and decode rows) the gate has sent to an expert since the engine started.</summary>
     public long RoutedTokens(int layer, int expert) => Interlocked.Read(ref _routedTokens[layer * NumExperts + expert]);

@@ -46,6 +46,8 @@ public static class MoeNodeHostingExtensions
         {
             runtime.ExpertWeights = new ExpertWeightSource(node.ModelDir, node.Precision, node.Device);
             runtime.ExpertWork = new ExpertWorkCounters(cfg.NumLayers, cfg.NumExperts);
+            long expertBytes = 3L * cfg.ExpertIntermediateSize * cfg.HiddenSize * (node.Precision == WeightPrecision.BF16 ? 2 : 4);
+            runtime.ExpertResidency = new ExpertResidency(runtime.ExpertWeights, settings.Experts.Residency, expertBytes);
         }
 
         // One frame must carry the largest expert batch: every row of a full step going to one expert.
@@ -80,8 +82,8 @@ public static class MoeNodeHostingExtensions
             var extractor = new ExpertMessageExtractor(settings.Experts.NumberOfShards);
             if (node.Role.RunsExperts())
             {
-                var source = runtime.ExpertWeights!;
-                builder.WithShardRegion<ExpertRegion>("experts", id => ExpertEntity.PropsFor(id, source, runtime.ExpertWork!), extractor,
+                var residency = runtime.ExpertResidency!;
+                builder.WithShardRegion<ExpertRegion>("experts", id => ExpertEntity.PropsFor(id, residency, runtime.ExpertWork!), extractor,
                     new ShardOptions
                     {
                         Role = NodeRoles.ExpertRole,

@@ -26,6 +26,8 @@ public sealed class MoeNodeRuntime : IDisposable
     public Experts.ExpertWeightSource? ExpertWeights { get; internal set; }
     /// <summary>Work of the expert entities hosted here (expert roles).</summary>
     public Experts.ExpertWorkCounters? ExpertWork { get; internal set; }
+    /// <summary>Which expert weights this node keeps materialized (expert roles).</summary>
+    public Experts.ExpertResidency? ExpertResidency { get; internal set; }
     public MoeEngine? Engine { get; internal set; }
     public Akka.Actor.IActorRef? ExpertRegion { get; internal set; }
     /// <summary>Bytes the remote transport's frame allows (sized for the largest expert batch).</summary>
@@ -34,6 +36,7 @@ public sealed class MoeNodeRuntime : IDisposable
     public void Dispose()
     {
         Model?.Dispose();
+        ExpertResidency?.Dispose();
         ExpertWeights?.Dispose();
     }
 }

@@ -48,7 +48,7 @@ public sealed class SchedulerActor : ReceiveActor
         _tokenizer = tokenizer;
         _options = options;
         _gauges = gauges;
-        _runner = new StepRunner(model, dispatcher(Context.GetLogger()), gauges);
+        _runner = new StepRunner(model, dispatcher(Context.GetLogger()), gauges, options.SpeculativeHorizon);
         var cfg = model.Config;
         _eos = new HashSet<int>(cfg.EosTokenIds);
         if (tokenizer.EosId is { } te) _eos.Add(te);
@@ -180,6 +180,7 @@ public sealed class SchedulerActor : ReceiveActor
             if (_running.Count >= _options.MaxRunningSequences) break;
             if (_kvReserved + s.ReservedKvBytes > _options.KvCacheBudgetBytes) break;
             _waiting.RemoveFirst();
+            s.LastScheduledStep = _stepId;
             s.QueueTime = Stopwatch.GetElapsedTime(s.QueuedAt);
             s.Cache = _model.NewSequence(s.Prompt.Length + s.MaxTokens);
             _kvReserved += s.ReservedKvBytes;
@@ -198,16 +199,21 @@ public sealed class SchedulerActor : ReceiveActor
         _compute.Post(() => self.Tell(_runner.Run(plan))); // Run reports its own failures in the result
     }
 
-    /// <summary>Decode tokens first (latency of running streams), then prefill chunks in admission order.</summary>
+    /// <summary>Decode tokens first (latency of running streams; when more are ready than a step takes, the batching
+    /// policy picks), then prefill chunks in admission order.</summary>
     private StepPlan? FormPlan()
     {
         int budget = _options.MaxBatchTokens;
         var segments = new List<StepSegment>();
-        foreach (var s in _running)
+        long stepId = _stepId + 1;
+        var ready = _running.Where(s => !s.IsPrefilling && !s.Paused && s.PendingFinish is null).ToList();
+        var picked = DecodeBatching.Select(ready.Select(s => new DecodeCandidate(s.LastScheduledStep, s.NextExperts)).ToList(),
+            Math.Min(budget, _options.DecodeCapacity), stepId, _options.Batching, _options.MaxWaitSteps);
+        foreach (int i in picked)
         {
-            if (budget == 0) break;
-            if (s.IsPrefilling || s.Paused || s.PendingFinish is not null) continue;
+            var s = ready[i];
             segments.Add(new StepSegment(s, [s.LastToken], NeedsLogits: true, IsPrefill: false));
+            s.LastScheduledStep = stepId;
             budget--;
         }
         foreach (var s in _running)
@@ -219,7 +225,13 @@ public sealed class SchedulerActor : ReceiveActor
                 NeedsLogits: s.Prefilled + chunk == s.Prompt.Length, IsPrefill: true));
             budget -= chunk;
         }
-        return segments.Count == 0 ? null : new StepPlan(++_stepId, segments);
+        if (segments.Count == 0) return null;
+        _stepId = stepId;
+        return new StepPlan(stepId, segments)
+        {
+            PreGate = PreGatePlan.For(stepId, _model.Config.NumLayers,
+                segments.Where(g => !g.IsPrefill).Select(g => (g.Sequence.NextExperts, g.Sequence.NextExpertsExact)), _gauges.PredictionHitRate),
+        };
     }
 
     private void OnStepDone(StepResult r)
@@ -252,13 +264,59 @@ public sealed class SchedulerActor : ReceiveActor
                 Finish(s, pf.Reason, "", -1, null, pf.Error);
                 continue;
             }
+            if (!seg.IsPrefill) ScorePrediction(s, r.ExpertsByLayer[i]);
             if (seg.NeedsLogits) OnToken(s, s.Sampler.Sample(r.Logits[i]), r.ExpertsByLayer[i]);
         }
         r.Timings.SamplingMs += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+        if (r.Error is null) PreGateNextTokens(r.Plan, r.Timings);
         _totals.Add(r.Timings);
         TryAdmit();
         MaybeStep();
         PublishGauges();
+    }
+
+    /// <summary>How the experts expected for a decode row compare with where it was routed.</summary>
+    private void ScorePrediction(SequenceState s, int[][]? actual)
+    {
+        if (s.NextExperts is not { } expected || actual is null) return;
+        for (int l = 0; l < Math.Min(expected.Length, actual.Length); l++)
+        {
+            if (actual[l].Length == 0) continue;
+            _gauges.AddPrediction(l, s.NextExpertsExact, expected[l].Order().SequenceEqual(actual[l].Order()));
+        }
+        s.NextExperts = null;
+    }
+
+    /// <summary>
+    /// Every sequence that sampled a token and goes on decoding learns its next token's experts now: exactly, by
+    /// running the decoupled router over the new tokens (it would run at the start of the next step anyway), or as
+    /// the prediction that the token keeps its last token's experts.
+    /// </summary>
+    private void PreGateNextTokens(StepPlan plan, StepTimings timings)
+    {
+        var next = plan.Segments.Where(g => g.NeedsLogits && _byId.ContainsKey(g.Sequence.Id) && g.Sequence.PendingFinish is null
+                                            && g.Sequence.Cache is not null && g.Sequence.LastToken >= 0)
+            .Select(g => g.Sequence).ToList();
+        if (next.Count == 0) return;
+        if (!(_options.ExactPreGate && _model.CanPreGate))
+        {
+            foreach (var s in next) (s.NextExperts, s.NextExpertsExact) = (s.LastExperts, false);
+            return;
+        }
+        long t0 = Stopwatch.GetTimestamp();
+        try
+        {
+            var batch = new BatchLayout(next.Select(s => new BatchSegment(s.Cache!, [s.LastToken], s.Request.Routing)).ToArray());
+            var experts = _model.PreGate(batch);
+            for (int i = 0; i < next.Count; i++) (next[i].NextExperts, next[i].NextExpertsExact) = (experts[i], true);
+        }
+        catch (Exception ex)
+        {
+            // The step that appends these tokens runs the router itself; nothing is lost but the early plan.
+            _log.Warning("pre-gating {0} tokens failed: {1}", next.Count, ex.Message);
+            foreach (var s in next) s.NextExperts = null;
+        }
+        timings.PreGateMs += Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
     }
 
     private static string ErrorText(Exception e) => e is Experts.ExpertUnavailableException or Serialization.MessageTooLargeException

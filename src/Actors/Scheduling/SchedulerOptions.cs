@@ -12,6 +12,14 @@ public sealed record SchedulerOptions
     public long KvCacheBudgetBytes { get; init; } = 2L << 30;
     public int StreamBufferChunks { get; init; } = 64;
     public int DefaultMaxTokens { get; init; } = 4096;
+    /// <summary>Most decode rows per step; 0: up to <see cref="MaxBatchTokens"/>.</summary>
+    public int MaxDecodeBatch { get; init; }
+    public BatchingPolicy Batching { get; init; } = BatchingPolicy.Fcfs;
+    public int MaxWaitSteps { get; init; } = 4;
+    /// <summary>Run the decoupled router right after sampling (router-decoupled models).</summary>
+    public bool ExactPreGate { get; init; } = true;
+    /// <summary>Later layers whose gates are applied at each layer to predict their experts (layer-wise models).</summary>
+    public int SpeculativeHorizon { get; init; } = 2;
 
     public static SchedulerOptions FromConfig(Config c) => new SchedulerOptions
     {
@@ -22,7 +30,22 @@ public sealed record SchedulerOptions
         KvCacheBudgetBytes = c.GetByteSize("moe.scheduler.kv-cache-budget") ?? (2L << 30),
         StreamBufferChunks = c.GetInt("moe.scheduler.stream-buffer-chunks", 64),
         DefaultMaxTokens = c.GetInt("moe.scheduler.default-max-tokens", 4096),
+        MaxDecodeBatch = c.GetInt("moe.scheduler.max-decode-batch", 0),
+        Batching = ParseBatching(c.GetString("moe.scheduler.batching", "fcfs")),
+        MaxWaitSteps = c.GetInt("moe.scheduler.max-wait-steps", 4),
+        ExactPreGate = c.GetBoolean("moe.scheduler.pregate.exact", true),
+        SpeculativeHorizon = c.GetInt("moe.scheduler.pregate.speculative-horizon", 2),
     }.Validated();
+
+    public static BatchingPolicy ParseBatching(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "fcfs" => BatchingPolicy.Fcfs,
+        "expert-aware" => BatchingPolicy.ExpertAware,
+        _ => throw new ArgumentException($"moe.scheduler.batching: unknown '{s}' (expected fcfs or expert-aware)"),
+    };
+
+    /// <summary>Decode rows one step may take.</summary>
+    public int DecodeCapacity => MaxDecodeBatch > 0 ? Math.Min(MaxDecodeBatch, MaxBatchTokens) : MaxBatchTokens;
 
     public SchedulerOptions Validated()
     {
@@ -35,6 +58,9 @@ public sealed record SchedulerOptions
         Positive(PrefillChunk, "prefill-chunk");
         Positive(StreamBufferChunks, "stream-buffer-chunks");
         Positive(DefaultMaxTokens, "default-max-tokens");
+        Positive(MaxWaitSteps, "max-wait-steps");
+        if (MaxDecodeBatch < 0) throw new ArgumentException("moe.scheduler.max-decode-batch must be >= 0 (0: no limit below max-batch-tokens)");
+        if (SpeculativeHorizon < 0) throw new ArgumentException("moe.scheduler.pregate.speculative-horizon must be >= 0");
         if (MaxQueuedRequests < 0) throw new ArgumentException("moe.scheduler.max-queued-requests must be >= 0");
         if (KvCacheBudgetBytes <= 0) throw new ArgumentException("moe.scheduler.kv-cache-budget must be positive");
         return this;

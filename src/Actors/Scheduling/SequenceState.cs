@@ -34,5 +34,11 @@ internal sealed class SequenceState
     /// <summary>Experts of the last sampled token, by layer (for the final chunk).</summary>
     public int[][]? LastExperts { get; set; }
 
+    /// <summary>Step the sequence last got a decode row in (or was admitted at): the batching's fairness clock.</summary>
+    public long LastScheduledStep { get; set; }
+    /// <summary>The experts the next token needs, by layer: exact (pre-gated) or predicted (its last token's).</summary>
+    public int[][]? NextExperts { get; set; }
+    public bool NextExpertsExact { get; set; }
+
     public bool IsPrefilling => Prefilled < Prompt.Length;
 }

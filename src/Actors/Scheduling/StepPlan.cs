@@ -4,6 +4,9 @@ namespace MoeServer.Actors.Scheduling;
 /// the step must produce next-token logits for it (decode, or the last chunk of a prompt).</summary>
 internal sealed record StepPlan(long StepId, IReadOnlyList<StepSegment> Segments)
 {
+    /// <summary>The decode rows' experts as known before the step (exact pre-gating or prediction).</summary>
+    public PreGatePlan? PreGate { get; init; }
+
     public int TotalTokens => Segments.Sum(s => s.Tokens.Length);
 }
 

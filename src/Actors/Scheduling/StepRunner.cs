@@ -12,7 +12,7 @@ namespace MoeServer.Actors.Scheduling;
 /// KV caches live), the gate, the routed experts through <see cref="ExpertDispatcher"/>, and the combine; finally the
 /// LM head for the rows that need next-token logits.
 /// </summary>
-internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Generation.EngineGauges gauges)
+internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Generation.EngineGauges gauges, int speculativeHorizon)
 {
     private volatile RoutingTrace? _trace;
 
@@ -74,13 +74,31 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
         }
 
         Tensor x = model.Embed(batch);
+        var speculations = new List<SpeculativeRouting>();
+        bool speculate = !model.CanPreGate && speculativeHorizon > 0;
         try
         {
             timings.EmbedAndHeadMs += Lap();
+            if (model.CanPreGate)
+            {
+                // Exact pre-gating: the whole step's experts are known now; expert nodes may load them ahead.
+                var planned = model.StepExperts(batch);
+                for (int l = 0; l < planned.Length; l++)
+                    if (planned[l].Length > 0) experts.Announce(plan.StepId, l, planned[l]);
+                timings.PreGateMs += Lap();
+            }
             for (int l = 0; l < model.Config.NumLayers; l++)
             {
                 Replace(ref x, model.AttentionBlock(l, x, batch));
                 timings.AttentionMs += Lap();
+                if (speculate)
+                {
+                    // Speculative lookahead: the next layers' gates on this hidden state predict their experts.
+                    var spec = model.SpeculateExperts(l, x, batch, speculativeHorizon);
+                    foreach (var p in spec.Layers) experts.Announce(plan.StepId, p.Layer, p.NeededExperts);
+                    speculations.Add(spec);
+                    timings.SpeculationMs += Lap();
+                }
                 if (!model.Weights.Layers[l].IsSparse)
                 {
                     Replace(ref x, model.MlpBlock(l, x, batch));
@@ -89,6 +107,7 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
                 }
                 using var work = model.BeginMoe(l, x, batch);
                 timings.GateMs += Lap();
+                foreach (var spec in speculations) gauges.Speculation.Record(spec, work.Routing);
                 foreach (var g in work.Routing.Groups) gauges.AddRouted(l, g.Expert, g.Rows.Length);
                 if (rowsByLayer is not null) rowsByLayer[l] = work.Routing.ExpertsOfToken;
                 for (int s = 0; s < plan.Segments.Count; s++)

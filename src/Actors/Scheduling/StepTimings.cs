@@ -12,6 +12,10 @@ public sealed class StepTimings
     /// <summary>Expert round trips beyond the FFN time: messaging, routing, serialization, waiting.</summary>
     public double MessagingMs { get; set; }
     public double SamplingMs { get; set; }
+    /// <summary>Running the decoupled router over just-sampled tokens (exact pre-gating).</summary>
+    public double PreGateMs { get; set; }
+    /// <summary>Applying later layers' gates to predict their experts (speculative lookahead).</summary>
+    public double SpeculationMs { get; set; }
     public long Steps { get; set; }
     public long Tokens { get; set; }
     public long ExpertBatches { get; set; }
@@ -25,6 +29,8 @@ public sealed class StepTimings
         ExpertComputeMs += o.ExpertComputeMs;
         MessagingMs += o.MessagingMs;
         SamplingMs += o.SamplingMs;
+        PreGateMs += o.PreGateMs;
+        SpeculationMs += o.SpeculationMs;
         Steps += o.Steps;
         Tokens += o.Tokens;
         ExpertBatches += o.ExpertBatches;

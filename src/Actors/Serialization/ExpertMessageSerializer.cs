@@ -26,6 +26,7 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
     internal const string BatchDoneManifest = "BD";
     internal const string BatchFailedManifest = "BF";
     internal const string PingManifest = "PI";
+    internal const string AnnounceManifest = "AN";
     internal const string PongManifest = "PO";
     internal const string GetFingerprintManifest = "FG";
     internal const string FingerprintManifest = "FP";
@@ -51,6 +52,7 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
         ExpertProtocol.BatchDone => BatchDoneManifest,
         ExpertProtocol.BatchFailed => BatchFailedManifest,
         ExpertProtocol.Ping => PingManifest,
+        ExpertProtocol.Announce => AnnounceManifest,
         ExpertProtocol.Pong => PongManifest,
         CheckpointProtocol.GetFingerprint => GetFingerprintManifest,
         CheckpointProtocol.Fingerprint => FingerprintManifest,
@@ -92,6 +94,10 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
                     break;
                 case ExpertProtocol.Ping m:
                     WriteExpert(w, m.Expert);
+                    break;
+                case ExpertProtocol.Announce m:
+                    WriteExpert(w, m.Expert);
+                    w.Write(m.StepId);
                     break;
                 case ExpertProtocol.Pong m:
                     WriteExpert(w, m.Expert);
@@ -183,6 +189,8 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
                 return new ExpertProtocol.BatchFailed(ReadExpert(r), r.ReadInt64(), r.ReadString());
             case PingManifest:
                 return new ExpertProtocol.Ping(ReadExpert(r));
+            case AnnounceManifest:
+                return new ExpertProtocol.Announce(ReadExpert(r), r.ReadInt64());
             case PongManifest:
             {
                 var expert = ReadExpert(r);

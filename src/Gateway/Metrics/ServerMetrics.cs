@@ -18,9 +18,10 @@ public sealed class ServerMetrics
 
     private readonly Histogram? _ttft, _itl, _e2e, _queue;
     private readonly Counter? _promptTokens, _generationTokens, _finished, _routed;
-    private readonly Gauge? _running, _waiting, _kvUsage, _kvReserved, _kvAllocated, _kvBudget;
+    private readonly Gauge? _running, _waiting, _kvUsage, _kvReserved, _kvAllocated, _kvBudget, _recall;
+    private readonly Counter? _predictions, _predictionHits;
 
-    public ServerMetrics(MoeEngine? engine, Actors.Experts.ExpertWorkCounters? experts = null)
+    public ServerMetrics(MoeEngine? engine, Actors.Experts.ExpertWorkCounters? experts = null, Actors.Experts.ExpertResidency? residency = null)
     {
         Registry = Prometheus.Metrics.NewCustomRegistry();
         var f = Prometheus.Metrics.WithCustomRegistry(Registry);
@@ -46,8 +47,16 @@ public sealed class ServerMetrics
             _kvReserved = f.CreateGauge("moe_kv_cache_reserved_bytes", "KV-cache bytes reserved by admitted generations (prompt + max_tokens each).");
             _kvAllocated = f.CreateGauge("moe_kv_cache_allocated_bytes", "KV-cache bytes the running generations hold now.");
             _kvBudget = f.CreateGauge("moe_kv_cache_budget_bytes", "KV-cache budget of the engine.");
+            _predictions = f.CreateCounter("moe_pregate_predictions_total",
+                "Decode rows whose experts were known before their step, per layer: exact (pre-gated router) or keep_last (predicted from the token before).",
+                new CounterConfiguration { LabelNames = ["kind", "layer"] });
+            _predictionHits = f.CreateCounter("moe_pregate_correct_total", "Of those, rows routed exactly to the experts known or predicted.",
+                new CounterConfiguration { LabelNames = ["kind", "layer"] });
+            _recall = f.CreateGauge("moe_speculation_recall", "Speculative lookahead gates (layer-wise models): recall per distance, per token and per step's expert set.",
+                new GaugeConfiguration { LabelNames = ["distance", "kind"] });
             Registry.AddBeforeCollectCallback(() => ReadEngine(engine.Gauges));
         }
+        if (residency is not null) AddResidency(f, Registry, residency);
         if (experts is not null)
         {
             var batches = f.CreateCounter("moe_expert_batches_total", "Expert batches this node ran, per expert.",
@@ -56,10 +65,8 @@ public sealed class ServerMetrics
                 new CounterConfiguration { LabelNames = ["layer", "expert"] });
             var seconds = f.CreateCounter("moe_expert_compute_seconds_total", "FFN time of this node's experts, per expert.",
                 new CounterConfiguration { LabelNames = ["layer", "expert"] });
-            var resident = f.CreateGauge("moe_experts_resident", "Expert entities whose weights are loaded on this node.");
             Registry.AddBeforeCollectCallback(() =>
             {
-                resident.Set(experts.Resident);
                 for (int l = 0; l < experts.NumLayers; l++)
                 {
                     for (int e = 0; e < experts.NumExperts; e++)
@@ -73,6 +80,61 @@ public sealed class ServerMetrics
                 }
             });
         }
+    }
+
+    /// <summary>The node's expert residency: budget, what is resident, hit ratio, loads, evictions, bytes, stall time
+    /// (totals and per expert).</summary>
+    private static void AddResidency(MetricFactory f, CollectorRegistry registry, Actors.Experts.ExpertResidency r)
+    {
+        var budget = f.CreateGauge("moe_expert_cache_budget_experts", "Experts this node may keep resident (moe.experts.residency.budget).");
+        var budgetBytes = f.CreateGauge("moe_expert_cache_budget_bytes", "The budget in bytes of expert weights.");
+        var resident = f.CreateGauge("moe_experts_resident", "Experts whose weights are materialized on this node now.");
+        var residentBytes = f.CreateGauge("moe_expert_cache_resident_bytes", "Bytes of expert weights materialized on this node now.");
+        var hitRatio = f.CreateGauge("moe_expert_cache_hit_ratio", "Expert uses whose weights were resident or arriving from a prefetch, since start.");
+        var hits = f.CreateCounter("moe_expert_cache_hits_total", "Expert uses whose weights were resident (or a prefetch was in flight).");
+        var misses = f.CreateCounter("moe_expert_cache_misses_total", "Expert uses that loaded the weights on demand.");
+        var loads = f.CreateCounter("moe_expert_cache_loads_total", "Expert weight loads by kind.", new CounterConfiguration { LabelNames = ["kind"] });
+        var prefetchHits = f.CreateCounter("moe_expert_cache_prefetch_hits_total", "Uses served by a prefetched expert.");
+        var wasted = f.CreateCounter("moe_expert_cache_prefetch_wasted_total", "Prefetched experts evicted before any use.");
+        var evictions = f.CreateCounter("moe_expert_cache_evictions_total", "Experts evicted (weights freed).");
+        var bytes = f.CreateCounter("moe_expert_cache_loaded_bytes_total", "Bytes of expert weights loaded after warm-up.");
+        var stall = f.CreateCounter("moe_expert_cache_stall_seconds_total", "Time expert batches waited for their weights.");
+        var load = f.CreateCounter("moe_expert_cache_load_seconds_total", "Time spent loading expert weights (demand and prefetch).");
+        var perExpert = f.CreateCounter("moe_expert_cache_expert_events_total", "Per expert: uses, hits, demand loads, prefetch loads, evictions.",
+            new CounterConfiguration { LabelNames = ["layer", "expert", "event"] });
+        budget.Set(r.Capacity);
+        budgetBytes.Set(r.Capacity * (double)r.ExpertBytes);
+        registry.AddBeforeCollectCallback(() =>
+        {
+            var s = r.Stats();
+            int n = r.ResidentCount;
+            resident.Set(n);
+            residentBytes.Set(n * (double)r.ExpertBytes);
+            hitRatio.Set(s.HitRate);
+            hits.IncTo(s.Hits);
+            misses.IncTo(s.Misses);
+            loads.WithLabels("demand").IncTo(s.DemandLoads);
+            loads.WithLabels("prefetch").IncTo(s.PrefetchLoads);
+            prefetchHits.IncTo(s.PrefetchHits);
+            wasted.IncTo(s.WastedPrefetches);
+            evictions.IncTo(s.Evictions);
+            var c = r.Counters;
+            bytes.IncTo(c.BytesLoaded);
+            stall.IncTo(c.StallTime.TotalSeconds);
+            load.IncTo(c.LoadTime.TotalSeconds);
+            for (int l = 0; l < c.NumLayers; l++)
+            {
+                for (int e = 0; e < c.NumExperts; e++)
+                {
+                    if (c.Uses(l, e) == 0 && c.Evictions(l, e) == 0) continue;
+                    perExpert.WithLabels(Label(l), Label(e), "use").IncTo(c.Uses(l, e));
+                    perExpert.WithLabels(Label(l), Label(e), "hit").IncTo(c.Hits(l, e));
+                    perExpert.WithLabels(Label(l), Label(e), "demand_load").IncTo(c.DemandLoads(l, e));
+                    perExpert.WithLabels(Label(l), Label(e), "prefetch_load").IncTo(c.PrefetchLoads(l, e));
+                    perExpert.WithLabels(Label(l), Label(e), "eviction").IncTo(c.Evictions(l, e));
+                }
+            }
+        });
     }
 
     public CollectorRegistry Registry { get; }
@@ -92,6 +154,19 @@ public sealed class ServerMetrics
                 long n = g.RoutedTokens(l, e);
                 if (n > 0) _routed!.WithLabels(Label(l), Label(e)).IncTo(n);
             }
+            foreach (bool exact in new[] { true, false })
+            {
+                long p = g.Predictions(l, exact);
+                if (p == 0) continue;
+                string kind = exact ? "exact" : "keep_last";
+                _predictions!.WithLabels(kind, Label(l)).IncTo(p);
+                _predictionHits!.WithLabels(kind, Label(l)).IncTo(g.PredictionHits(l, exact));
+            }
+        }
+        foreach (var r in g.Speculation.Snapshot())
+        {
+            _recall!.WithLabels(Label(r.Distance), "token").Set(r.TokenRecall);
+            _recall!.WithLabels(Label(r.Distance), "set").Set(r.SetRecall);
         }
     }
 

@@ -130,6 +130,25 @@ public sealed class Checkpoint : IDisposable
 
     public unsafe byte* GetPointer(TensorEntry entry) => _byName[entry.Name].File.GetPointer(entry);
 
+    /// <summary>Drops the ranges from this process's mapping and the page cache (see
+    /// <see cref="SafetensorsFile.DropFromPageCache"/>); false if any was refused.</summary>
+    public bool DropFromPageCache(IEnumerable<CheckpointRange> ranges) =>
+        ranges.Aggregate(true, (ok, r) => _byName[r.Entry.Name].File.DropFromPageCache(r.Entry, r.Offset, r.Length) && ok);
+
+    /// <summary>Share of the ranges' pages in the page cache (weighted by pages), -1 where unsupported.</summary>
+    public double CachedFraction(IReadOnlyCollection<CheckpointRange> ranges)
+    {
+        double cached = 0, total = 0;
+        foreach (var r in ranges)
+        {
+            double f = _byName[r.Entry.Name].File.CachedFraction(r.Entry, r.Offset, r.Length);
+            if (f < 0) return -1;
+            cached += f * r.Length;
+            total += r.Length;
+        }
+        return total == 0 ? 0 : cached / total;
+    }
+
     private (TensorEntry Entry, SafetensorsFile File) Lookup(string name)
     {
         if (_byName.TryGetValue(name, out var v)) return v;

@@ -132,10 +132,49 @@ public sealed unsafe class SafetensorsFile : IDisposable
         return _base + entry.Offset;
     }
 
+    /// <summary>
+    /// Drops a byte range of a tensor from memory: this process's mapping of it (madvise DONTNEED) and then the
+    /// kernel's page cache (posix_fadvise DONTNEED), so the next read of it comes from the disk. Whole pages around
+    /// the range go. Returns false where the OS refuses or does not support it.
+    /// </summary>
+    public bool DropFromPageCache(TensorEntry entry, long offset, long length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var (start, bytes) = PageSpan(entry, offset, length);
+        if (!Native.LibC.TryMadvise(_base + start, (nuint)bytes, Native.LibC.MadvDontNeed)) return false;
+        _handle ??= File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        return Native.LibC.TryFadviseDontNeed(_handle, start, bytes);
+    }
+
+    /// <summary>Share of the range's pages in the page cache now (mincore), or -1 where unsupported.</summary>
+    public double CachedFraction(TensorEntry entry, long offset, long length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var (start, bytes) = PageSpan(entry, offset, length);
+        return Native.LibC.CachedFraction(_base + start, bytes);
+    }
+
+    private (long Start, long Bytes) PageSpan(TensorEntry entry, long offset, long length)
+    {
+        if (offset < 0 || length < 0 || offset + length > entry.ByteLength)
+            throw new ArgumentOutOfRangeException(nameof(length), $"bytes {offset}..{offset + length} are outside {entry.Name} ({entry.ByteLength} bytes)");
+        long page = Environment.SystemPageSize;
+        // The view may not start at a page boundary of the file; align in the address space.
+        long viewSkew = (long)((ulong)_base % (ulong)page);
+        long from = entry.Offset + offset, to = from + length;
+        long start = (from + viewSkew) / page * page - viewSkew;
+        long end = Math.Min(Length, ((to + viewSkew + page - 1) / page * page) - viewSkew);
+        start = Math.Max(start, -viewSkew);
+        return (start, end - start);
+    }
+
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _handle;
+
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
+        _handle?.Dispose();
         _view?.SafeMemoryMappedViewHandle.ReleasePointer();
         _view?.Dispose();
         _map?.Dispose();

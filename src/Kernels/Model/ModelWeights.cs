@@ -108,7 +108,10 @@ public sealed class ModelWeights : IDisposable
     /// One routed expert of one layer, reading only its tensors (an expert node loads the experts it hosts on demand).
     /// Shapes are checked as in <see cref="Load(ModelConfig, Checkpoint, WeightPrecision, LoadProgress?, WeightSet)"/>.
     /// </summary>
-    public static ExpertFfn LoadExpert(ModelConfig cfg, Checkpoint ck, int layer, int expert, WeightPrecision precision)
+    /// <param name="touched">Receives the checkpoint byte ranges the expert was read from (to drop them from the
+    /// page cache afterwards, or to check they are cached).</param>
+    public static ExpertFfn LoadExpert(ModelConfig cfg, Checkpoint ck, int layer, int expert, WeightPrecision precision,
+        ICollection<CheckpointRange>? touched = null)
     {
         ArgumentNullException.ThrowIfNull(cfg);
         ArgumentNullException.ThrowIfNull(ck);
@@ -120,7 +123,7 @@ public sealed class ModelWeights : IDisposable
         if (expert < 0 || expert >= cfg.NumExperts)
             throw new ArgumentOutOfRangeException(nameof(expert), expert,
                 $"expert {expert} is out of range: layer {layer} has {cfg.NumExperts} experts (0..{cfg.NumExperts - 1})");
-        var r = new Reader(ck, WeightType(precision));
+        var r = new Reader(ck, WeightType(precision)) { Touched = touched };
         using var noGrad = torch.no_grad();
         return LoadRoutedExpert(cfg, r, MoePrefix(cfg, r, layer), expert);
     }
@@ -286,6 +289,8 @@ public sealed class ModelWeights : IDisposable
         private long _bytes;
         public int Count => Volatile.Read(ref _count);
         public long Bytes => Interlocked.Read(ref _bytes);
+        /// <summary>Where every copied range came from (single-threaded readers only).</summary>
+        public ICollection<CheckpointRange>? Touched { get; init; }
 
         public bool Has(string name) => ck.Contains(name);
 
@@ -339,6 +344,7 @@ public sealed class ModelWeights : IDisposable
             long bytesPerOuter = e.ByteLength / Math.Max(1, outer);
             byte* src = ck.GetPointer(e) + first * bytesPerOuter;
             long n = count * bytesPerOuter;
+            Touched?.Add(new CheckpointRange(e, first * bytesPerOuter, n));
             var diskType = e.DType.ToScalarType();
             HugePages.PopulateRead(src, n);
             if (diskType == target)

@@ -36,6 +36,21 @@ public sealed partial class MoeModel
         return result;
     }
 
+    /// <summary>Every layer's distinct experts for a batch whose router has run (<see cref="Embed"/>): what the step will
+    /// need, known before the backbone's first layer.</summary>
+    public int[][] StepExperts(BatchLayout batch)
+    {
+        var probs = batch.RouterProbabilities ?? throw new InvalidOperationException("the router has not run for this batch (Embed runs it)");
+        int E = Config.NumExperts;
+        var sets = Enumerable.Range(0, Config.NumLayers).Select(_ => new SortedSet<int>()).ToArray();
+        for (int t = 0; t < batch.TotalTokens; t++)
+        {
+            var experts = ExpertsOf(probs.AsSpan(t * E, E).ToArray(), batch.Segments[batch.SegmentOfRow[t]].RoutingOrDefault);
+            for (int l = 0; l < sets.Length; l++) sets[l].UnionWith(experts[l]);
+        }
+        return sets.Select(s => s.ToArray()).ToArray();
+    }
+
     /// <summary>Each layer's top-k experts for one token's router probabilities (dense layers: none).</summary>
     private int[][] ExpertsOf(float[] probs, RoutingOverride ov)
     {

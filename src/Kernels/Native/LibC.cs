@@ -60,4 +60,55 @@ internal static unsafe partial class LibC
             return false;
         }
     }
+
+    /// <summary>MADV_DONTNEED: drop the range from this process's page tables (file pages stay in the page cache).</summary>
+    public const int MadvDontNeed = 4;
+
+    private const int PosixFadvDontNeed = 4;
+
+    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
+    private static partial int FadviseNative(IntPtr fd, long offset, long length, int advice);
+
+    [LibraryImport("libc", EntryPoint = "mincore", SetLastError = true)]
+    private static partial int MincoreNative(void* addr, nuint length, byte* vec);
+
+    /// <summary>posix_fadvise(DONTNEED) on a file range: the kernel drops its clean, unmapped pages from the cache.</summary>
+    public static bool TryFadviseDontNeed(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long length)
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added);
+            return FadviseNative(file.DangerousGetHandle(), offset, length, PosixFadvDontNeed) == 0;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) file.DangerousRelease();
+        }
+    }
+
+    /// <summary>Share of the pages of a mapped range that are in the page cache (mincore), or -1 when unavailable.
+    /// <paramref name="addr"/> must be page-aligned.</summary>
+    public static double CachedFraction(byte* addr, long length)
+    {
+        if (!OperatingSystem.IsLinux() || length <= 0) return -1;
+        long page = Environment.SystemPageSize;
+        long pages = (length + page - 1) / page;
+        var vec = new byte[pages];
+        try
+        {
+            fixed (byte* v = vec)
+                if (MincoreNative(addr, (nuint)length, v) != 0) return -1;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return -1;
+        }
+        return vec.Count(b => (b & 1) != 0) / (double)pages;
+    }
 }

@@ -79,6 +79,16 @@ public sealed class ExpertCache
         return (true, evicted);
     }
 
+    /// <summary>Makes an expert resident without counting a load (a node's warm start); false when there is no free room.</summary>
+    public bool Admit(ExpertId expert)
+    {
+        if (_resident.Contains(expert)) return true;
+        if (_resident.Count >= Capacity) return false;
+        _resident.Add(expert);
+        Policy.Loaded(expert, 0);
+        return true;
+    }
+
     /// <summary>Drops an expert (operator evict); false when it was not resident or is pinned.</summary>
     public bool Evict(ExpertId expert, bool force)
     {

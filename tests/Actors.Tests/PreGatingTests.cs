@@ -1,0 +1,75 @@
+using MoeServer.Actors.Hosting;
+using MoeServer.Actors.Tests.Support;
+using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Tests.Support;
+
+namespace MoeServer.Actors.Tests;
+
+/// <summary>Pre-gating, expert residency and expert-aware batching change when and where work happens, never what
+/// the model computes: the engine's greedy tokens stay the direct loop's.</summary>
+public class PreGatingTests
+{
+    [Fact]
+    public async Task Exact_pre_gating_gives_the_direct_models_tokens_and_every_pre_gated_row_routes_as_planned()
+    {
+        var arch = ModelArchitecture.RouterDecoupled;
+        await using var node = await TestNode.StartAsync(TinyCheckpoints.Get(arch), NodeRole.All, extra: ParityConfig.Batching);
+        await node.WaitReadyAsync();
+        await ParityConfig.AssertWorkloadAsync(node.Engine, arch, "pregate-");
+        var g = node.Engine.Gauges;
+        long planned = Enumerable.Range(0, g.NumLayers).Sum(l => g.Predictions(l, exact: true));
+        long right = Enumerable.Range(0, g.NumLayers).Sum(l => g.PredictionHits(l, exact: true));
+        Assert.True(planned > 100, $"only {planned} decode rows were pre-gated");
+        Assert.Equal(planned, right);
+    }
+
+    [Fact]
+    public async Task Without_pre_gating_the_keep_last_prediction_is_scored_instead()
+    {
+        var arch = ModelArchitecture.RouterDecoupled;
+        await using var node = await TestNode.StartAsync(TinyCheckpoints.Get(arch), NodeRole.All,
+            extra: ParityConfig.Batching + "\nmoe.scheduler.pregate.exact = off");
+        await node.WaitReadyAsync();
+        await ParityConfig.AssertWorkloadAsync(node.Engine, arch, "nopregate-");
+        var g = node.Engine.Gauges;
+        Assert.Equal(0, Enumerable.Range(0, g.NumLayers).Sum(l => g.Predictions(l, exact: true)));
+        Assert.True(Enumerable.Range(0, g.NumLayers).Sum(l => g.Predictions(l, exact: false)) > 100);
+    }
+
+    public static TheoryData<ModelArchitecture, string, string> ResidencyCases => new()
+    {
+        { ModelArchitecture.RouterDecoupled, "lookahead", "disk" },
+        { ModelArchitecture.Mixtral, "lookahead", "memory" },
+        { ModelArchitecture.Qwen3Moe, "lru", "memory" },
+    };
+
+    [Theory]
+    [MemberData(nameof(ResidencyCases))]
+    public async Task A_small_expert_budget_with_prefetch_loads_and_evicts_but_never_changes_outputs(ModelArchitecture arch, string policy, string tier)
+    {
+        await using var node = await TestNode.StartAsync(TinyCheckpoints.Get(arch), NodeRole.All, extra: ParityConfig.Batching + $$"""
+
+            moe.experts.residency { budget = "25%", policy = {{policy}}, tier = {{tier}}, prefetch = on }
+            """);
+        await node.WaitReadyAsync();
+        var residency = node.Runtime.ExpertResidency!;
+        var before = residency.Stats();
+        await ParityConfig.AssertWorkloadAsync(node.Engine, arch, $"budget-{policy}-");
+        var s = residency.Stats();
+        Assert.True(s.Uses - before.Uses > 50, $"{s.Uses - before.Uses} expert uses");
+        Assert.True(s.Evictions > 0 && s.Loads > 0, $"the budget never bit: {s}");
+        Assert.InRange(residency.ResidentCount, 1, residency.Capacity);
+        if (policy == "lookahead") Assert.True(s.PrefetchLoads > 0, $"nothing was prefetched: {s}");
+    }
+
+    [Theory]
+    [InlineData(ModelArchitecture.RouterDecoupled)]
+    [InlineData(ModelArchitecture.Mixtral)]
+    public async Task Expert_aware_batching_of_few_decode_rows_gives_the_direct_loops_tokens(ModelArchitecture arch)
+    {
+        await using var node = await TestNode.StartAsync(TinyCheckpoints.Get(arch), NodeRole.All, extra: ParityConfig.Batching +
+            "\nmoe.scheduler { batching = expert-aware, max-decode-batch = 3, max-wait-steps = 3 }");
+        await node.WaitReadyAsync();
+        await ParityConfig.AssertWorkloadAsync(node.Engine, arch, "aware-");
+    }
+}

@@ -73,3 +73,27 @@ public class PreGatingTests
         await ParityConfig.AssertWorkloadAsync(node.Engine, arch, "aware-");
     }
 }
+
+[Collection("cluster")]
+public class ClusterResidencyTests
+{
+    [Fact]
+    public async Task Expert_nodes_with_small_budgets_prefetch_from_the_gateways_announcements_and_outputs_stay_exact()
+    {
+        var arch = ModelArchitecture.RouterDecoupled;
+        await using var cluster = await TestCluster.StartAsync(TinyCheckpoints.Get(arch), ParityConfig.Batching + """
+
+            moe.experts.residency { budget = 2, policy = lookahead, prefetch = on }
+            """);
+        await ParityConfig.AssertWorkloadAsync(cluster.Engine, arch, "cluster-budget-");
+        foreach (var node in new[] { cluster.Expert1, cluster.Expert2 })
+        {
+            var r = node.Runtime.ExpertResidency!;
+            var s = r.Stats();
+            Assert.Equal(2, r.Capacity);
+            Assert.InRange(r.ResidentCount, 0, 2);
+            Assert.True(s.Uses > 0 && s.PrefetchLoads > 0, $"{node.Address}: {s}");
+        }
+        Assert.Null(cluster.Gateway.Runtime.ExpertResidency); // the gateway hosts no experts
+    }
+}

@@ -70,6 +70,8 @@ public class SerializerTests(SerializerSystems systems) : IClassFixture<Serializ
         yield return new ExpertProtocol.BatchDone(new ExpertId(1, 2), long.MaxValue, Block(3, 64, 2), 1.25);
         yield return new ExpertProtocol.BatchFailed(new ExpertId(15, 7), 9, "expert 15.7 could not be loaded: missing tensor");
         yield return new ExpertProtocol.Ping(new ExpertId(2, 5));
+        yield return new ExpertProtocol.AnnounceStep(77, [[0, 3], [], [7, 1, 5]]);
+        yield return new ExpertProtocol.AnnounceStep(0, []);
         yield return new ExpertProtocol.Pong(new ExpertId(2, 5), "akka.tcp://moe@127.0.0.1:4053", true, null);
         yield return new ExpertProtocol.Pong(new ExpertId(2, 6), "akka.tcp://moe@127.0.0.1:4054", false, "weights failed to load");
         yield return new CheckpointProtocol.GetFingerprint();
@@ -309,6 +311,13 @@ public class SerializerTests(SerializerSystems systems) : IClassFixture<Serializ
                 Assert.Equal(w.Output.Rows, g.Output.Rows);
                 Assert.Equal(w.Output.Width, g.Output.Width);
                 sameData(w.Output.Data, g.Output.Data);
+                break;
+            }
+            case ExpertProtocol.AnnounceStep w:
+            {
+                var g = (ExpertProtocol.AnnounceStep)got;
+                Assert.Equal(w.StepId, g.StepId);
+                Assert.Equal(w.ExpertsByLayer, g.ExpertsByLayer);
                 break;
             }
             default:

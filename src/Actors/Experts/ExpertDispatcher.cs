@@ -21,7 +21,7 @@ namespace MoeServer.Actors.Experts;
 /// timeout, after which the region routes the retry. Remote entities always go through the region.
 /// </remarks>
 public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, long maxFrameBytes, ILoggingAdapter log,
-    ExpertReplySink replies, ComputeThread thread, Func<bool> anyExpertHostReachable)
+    ExpertReplySink replies, ComputeThread thread, Func<bool> anyExpertHostReachable, Func<IReadOnlyList<ActorSelection>> residencyAgents)
 {
     /// <summary>Since when each expert has not been answering (across steps: a request that was paused while a step
     /// gave up on the expert must not wait a whole new deadline). Used from the compute thread only.</summary>
@@ -105,17 +105,12 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
         return results;
     }
 
-    /// <summary>Tells the nodes hosting <paramref name="expertIds"/> of <paramref name="layer"/> that step
-    /// <paramref name="stepId"/> will run them (no reply; they may prefetch).</summary>
-    public void Announce(long stepId, int layer, IEnumerable<int> expertIds)
+    /// <summary>Tells every expert node's residency agent which experts step <paramref name="stepId"/> is expected
+    /// to run (no reply; they may prefetch the ones they host).</summary>
+    public void Announce(long stepId, int[][] expertsByLayer)
     {
-        foreach (int e in expertIds)
-        {
-            var id = new ExpertId(layer, e);
-            var message = new ExpertProtocol.Announce(id, stepId);
-            if (_localEntities.TryGetValue(id, out var entity)) entity.Tell(message, ActorRefs.NoSender);
-            else region.Tell(message, ActorRefs.NoSender);
-        }
+        var message = new ExpertProtocol.AnnounceStep(stepId, expertsByLayer);
+        foreach (var agent in residencyAgents()) agent.Tell(message, ActorRefs.NoSender);
     }
 
     private void Send(ExpertProtocol.RunBatch message, bool viaRegion)

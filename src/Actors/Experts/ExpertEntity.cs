@@ -6,8 +6,8 @@ namespace MoeServer.Actors.Experts;
 
 /// <summary>
 /// One routed expert ("{layer}.{expert}") as a sharded entity: runs the rows the router sends it with weights from
-/// the node's <see cref="ExpertResidency"/> (resident, prefetched, or loaded on demand within the node's budget),
-/// and passes the router's announcements of upcoming use to it. Its weights are read once when it starts; a
+/// the node's <see cref="ExpertResidency"/> (resident, prefetched, or loaded on demand within the node's budget).
+/// Its weights are read once when it starts; a
 /// failure is kept and reported to every caller (naming the file and tensor) rather than crashing the node.
 /// </summary>
 public sealed class ExpertEntity : ReceiveActor
@@ -26,10 +26,6 @@ public sealed class ExpertEntity : ReceiveActor
         _work = work;
         _node = ((ExtendedActorSystem)Context.System).Provider.DefaultAddress.ToString();
         Receive<ExpertProtocol.RunBatch>(Run);
-        Receive<ExpertProtocol.Announce>(m =>
-        {
-            if (_loadError is null) _residency.Announce(m.StepId, _id.Layer, [_id.Expert]);
-        });
         Receive<ExpertProtocol.Ping>(_ => Sender.Tell(new ExpertProtocol.Pong(_id, _node, _loadError is null, _loadError)));
     }
 
@@ -89,5 +85,5 @@ public sealed class ExpertEntity : ReceiveActor
     }
 
     /// <summary>The entity moved to another node or stopped: its weights here are freed.</summary>
-    protected override void PostStop() => _residency.Evict(_id);
+    protected override void PostStop() => _residency.Unregister(_id);
 }

@@ -17,9 +17,10 @@ public static class ExpertProtocol
     /// <summary>The expert could not run the batch (e.g. its weights failed to load); not retried.</summary>
     public sealed record BatchFailed(ExpertId Expert, long StepId, string Reason);
 
-    /// <summary>The router expects to run this expert in step <paramref name="StepId"/> (at its layer): exact
-    /// pre-gating or a speculative prediction. The node may prefetch its weights; nothing is answered.</summary>
-    public sealed record Announce(ExpertId Expert, long StepId) : IWithExpertId;
+    /// <summary>To every expert node's residency agent: the experts the router expects step <paramref name="StepId"/> to
+    /// run, per layer (exact pre-gating: all layers; speculative gates: the next few; empty arrays elsewhere). A node
+    /// plans for and may prefetch the ones it hosts; nothing is answered.</summary>
+    public sealed record AnnounceStep(long StepId, int[][] ExpertsByLayer);
 
     /// <summary>Starts the entity (loading its weights) if needed and asks it to answer.</summary>
     public sealed record Ping(ExpertId Expert) : IWithExpertId;

@@ -21,6 +21,7 @@ public sealed class ExpertResidency : IDisposable
     private readonly Dictionary<ExpertId, TaskCompletionSource<bool>> _inFlight = [];
     private readonly Dictionary<ExpertId, int> _inUse = [];
     private readonly Dictionary<ExpertId, string> _pinnedByOperator = [];
+    private readonly HashSet<ExpertId> _hosted = [];
     private readonly ExpertResidencyCounters _counters;
     private readonly Thread? _loader;
     private readonly SemaphoreSlim _wake = new(0);
@@ -81,11 +82,16 @@ public sealed class ExpertResidency : IDisposable
     {
         lock (_gate)
         {
-            if (_weights.ContainsKey(id) || _inFlight.ContainsKey(id)) return;
+            if (_weights.ContainsKey(id) || _inFlight.ContainsKey(id))
+            {
+                _hosted.Add(id);
+                return;
+            }
         }
         var (ffn, took) = _source.Load(id, dropAfter: Options.Tier == StorageTier.Disk);
         lock (_gate)
         {
+            _hosted.Add(id);
             if (_weights.ContainsKey(id) || !_cache.Admit(id))
             {
                 ffn.Dispose();
@@ -158,11 +164,25 @@ public sealed class ExpertResidency : IDisposable
         }
     }
 
-    /// <summary>The router expects these experts of this node to run in <paramref name="step"/> at <paramref name="layer"/>.</summary>
+    /// <summary>The router expects these experts to run in <paramref name="step"/> at <paramref name="layer"/>; the
+    /// ones this node hosts go into its plan.</summary>
     public void Announce(long step, int layer, IEnumerable<int> experts)
     {
-        lock (_gate) _book.Announce(step, layer, experts);
+        lock (_gate) _book.Announce(step, layer, experts.Where(e => _hosted.Contains(new ExpertId(layer, e))));
         _wake.Release();
+    }
+
+    /// <summary>The expert's entity left this node (its shard moved, or the node stops): its weights are freed here.</summary>
+    public void Unregister(ExpertId id)
+    {
+        lock (_gate)
+        {
+            _hosted.Remove(id);
+            if (_inUse.ContainsKey(id)) return;
+            _pinnedByOperator.Remove(id);
+            _cache.Unpin(id);
+            if (_cache.Evict(id, force: true)) FreeLocked(id);
+        }
     }
 
     /// <summary>Keeps an expert resident until <see cref="Unpin"/> (operators); loads it if needed.</summary>

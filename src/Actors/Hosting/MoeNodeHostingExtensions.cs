@@ -92,6 +92,7 @@ public static class MoeNodeHostingExtensions
                         PassivateIdleEntityAfter = TimeSpan.Zero,
                         ShouldPassivateIdleEntities = false,
                     });
+                builder.AddExpertResidencyAgent(residency);
             }
             else
             {
@@ -113,7 +114,7 @@ public static class MoeNodeHostingExtensions
                 var scheduler = system.ActorOf(SchedulerActor.PropsFor(model, runtime.Tokenizer!,
                     log => new ExpertDispatcher(region, settings.Experts, frame, log,
                         new ExpertReplySink(system, ComputeThreads.Get(system).Thread), ComputeThreads.Get(system).Thread,
-                        () => AnyExpertHostReachable(cluster)),
+                        () => AnyExpertHostReachable(cluster), ResidencyAgents(system, cluster)),
                     settings.Scheduler, gauges), "scheduler");
                 registry.Register<SchedulerActor>(scheduler);
                 runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler, gauges);
@@ -133,6 +134,25 @@ public static class MoeNodeHostingExtensions
         return state.Members.Any(m => m.HasRole(NodeRoles.ExpertRole)
             && (m.Status is Akka.Cluster.MemberStatus.Up or Akka.Cluster.MemberStatus.WeaklyUp or Akka.Cluster.MemberStatus.Joining)
             && !state.Unreachable.Contains(m));
+    }
+
+    /// <summary>The residency agents of the expert nodes that are up, from the cluster's snapshot (re-resolved only
+    /// when membership changes).</summary>
+    private static Func<IReadOnlyList<ActorSelection>> ResidencyAgents(ActorSystem system, Akka.Cluster.Cluster cluster)
+    {
+        IReadOnlyList<ActorSelection> agents = [];
+        HashSet<Address> known = [];
+        return () =>
+        {
+            var up = cluster.State.Members.Where(m => m.HasRole(NodeRoles.ExpertRole)
+                && m.Status is Akka.Cluster.MemberStatus.Up or Akka.Cluster.MemberStatus.WeaklyUp).Select(m => m.Address).ToHashSet();
+            if (!up.SetEquals(known))
+            {
+                known = up;
+                agents = up.Select(a => ExpertResidencyAgent.On(system, a)).ToList();
+            }
+            return agents;
+        };
     }
 
     /// <summary>Pings every expert until all answer (their weights load on first contact), then reports ready.</summary>

@@ -82,9 +82,7 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
             if (model.CanPreGate)
             {
                 // Exact pre-gating: the whole step's experts are known now; expert nodes may load them ahead.
-                var planned = model.StepExperts(batch);
-                for (int l = 0; l < planned.Length; l++)
-                    if (planned[l].Length > 0) experts.Announce(plan.StepId, l, planned[l]);
+                experts.Announce(plan.StepId, model.StepExperts(batch));
                 timings.PreGateMs += Lap();
             }
             for (int l = 0; l < model.Config.NumLayers; l++)
@@ -95,7 +93,10 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
                 {
                     // Speculative lookahead: the next layers' gates on this hidden state predict their experts.
                     var spec = model.SpeculateExperts(l, x, batch, speculativeHorizon);
-                    foreach (var p in spec.Layers) experts.Announce(plan.StepId, p.Layer, p.NeededExperts);
+                    var predicted = new int[model.Config.NumLayers][];
+                    Array.Fill(predicted, []);
+                    foreach (var p in spec.Layers) predicted[p.Layer] = p.NeededExperts;
+                    experts.Announce(plan.StepId, predicted);
                     speculations.Add(spec);
                     timings.SpeculationMs += Lap();
                 }

@@ -52,7 +52,7 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
         ExpertProtocol.BatchDone => BatchDoneManifest,
         ExpertProtocol.BatchFailed => BatchFailedManifest,
         ExpertProtocol.Ping => PingManifest,
-        ExpertProtocol.Announce => AnnounceManifest,
+        ExpertProtocol.AnnounceStep => AnnounceManifest,
         ExpertProtocol.Pong => PongManifest,
         CheckpointProtocol.GetFingerprint => GetFingerprintManifest,
         CheckpointProtocol.Fingerprint => FingerprintManifest,
@@ -95,9 +95,14 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
                 case ExpertProtocol.Ping m:
                     WriteExpert(w, m.Expert);
                     break;
-                case ExpertProtocol.Announce m:
-                    WriteExpert(w, m.Expert);
+                case ExpertProtocol.AnnounceStep m:
                     w.Write(m.StepId);
+                    w.Write(m.ExpertsByLayer.Length);
+                    foreach (var layer in m.ExpertsByLayer)
+                    {
+                        w.Write(layer.Length);
+                        foreach (int e in layer) w.Write(e);
+                    }
                     break;
                 case ExpertProtocol.Pong m:
                     WriteExpert(w, m.Expert);
@@ -190,7 +195,20 @@ public sealed class ExpertMessageSerializer : SerializerWithStringManifest
             case PingManifest:
                 return new ExpertProtocol.Ping(ReadExpert(r));
             case AnnounceManifest:
-                return new ExpertProtocol.Announce(ReadExpert(r), r.ReadInt64());
+            {
+                long step = r.ReadInt64();
+                int layers = r.ReadInt32();
+                if (layers < 0 || layers > Remaining(r) / 4) throw new SerializationException($"AnnounceStep with {layers} layers in {Remaining(r)} bytes");
+                var experts = new int[layers][];
+                for (int l = 0; l < layers; l++)
+                {
+                    int n = r.ReadInt32();
+                    if (n < 0 || n > Remaining(r) / 4) throw new SerializationException($"AnnounceStep layer {l} with {n} experts in {Remaining(r)} bytes");
+                    experts[l] = new int[n];
+                    for (int i = 0; i < n; i++) experts[l][i] = r.ReadInt32();
+                }
+                return new ExpertProtocol.AnnounceStep(step, experts);
+            }
             case PongManifest:
             {
                 var expert = ReadExpert(r);

@@ -35,11 +35,14 @@ public static class ResidencySimulator
     /// <summary>Replays whole steps: announces each step's uses as <paramref name="visibility"/> says, then runs
     /// every layer's experts; after each use a lookahead policy may prefetch the next <paramref name="prefetchDepth"/>
     /// announced experts.</summary>
+    /// <param name="initiallyResident">Experts resident before the first step (a live node's warm start), in the
+    /// order they were admitted.</param>
     public static ResidencyStats ReplaySteps(IReadOnlyList<StepUses> steps, int numLayers, int capacity, string policy,
-        PlanVisibility visibility, int prefetchDepth = 0)
+        PlanVisibility visibility, int prefetchDepth = 0, IEnumerable<ExpertId>? initiallyResident = null)
     {
         var book = new PlanBook(numLayers);
         var cache = new ExpertCache(capacity, ResidencyPolicy.Create(policy, book));
+        foreach (var e in initiallyResident ?? []) cache.Admit(e);
         bool prefetch = cache.Policy is LookaheadPolicy && prefetchDepth > 0;
         foreach (var step in steps)
         {

@@ -62,6 +62,27 @@ public sealed class ServerOperationsTests
     }
 
     [Fact]
+    public async Task Metrics_report_the_expert_cache_of_a_node_with_a_budget()
+    {
+        await using var server = await GatewayServer.StartAsync(TinyModel.Dir,
+            "moe.experts.residency { budget = 3, policy = lookahead, prefetch = on }");
+        using var r = await server.Http.PostAsync("/v1/completions", Json("""{"prompt":"count me in","max_tokens":12,"temperature":0}"""));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        await server.WaitIdleAsync();
+        string text = await server.Http.GetStringAsync("/metrics");
+        Assert.Equal(3, Metric(text, "moe_expert_cache_budget_experts"));
+        Assert.InRange(Metric(text, "moe_experts_resident"), 1, 3);
+        double hits = Metric(text, "moe_expert_cache_hits_total"), misses = Metric(text, "moe_expert_cache_misses_total");
+        Assert.True(hits + misses > 0, text);
+        Assert.Equal(hits / (hits + misses), Metric(text, "moe_expert_cache_hit_ratio"), 6);
+        Assert.True(Metric(text, "moe_expert_cache_evictions_total") > 0, text);
+        Assert.True(Metric(text, "moe_expert_cache_loaded_bytes_total") > 0, text);
+        Assert.Contains("moe_expert_cache_loads_total{kind=\"demand\"}", text, StringComparison.Ordinal);
+        Assert.Contains("moe_expert_cache_expert_events_total{layer=\"0\"", text, StringComparison.Ordinal);
+        Assert.Contains("moe_expert_cache_stall_seconds_total", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_full_queue_answers_429_with_retry_after()
     {
         // One running, one waiting: of eight simultaneous long requests, the ones beyond that are refused at once.

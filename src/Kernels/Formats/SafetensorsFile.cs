@@ -140,31 +140,47 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public bool DropFromPageCache(TensorEntry entry, long offset, long length)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var (start, bytes) = PageSpan(entry, offset, length);
+        // The page cache keeps files in folios of up to 2 MiB and drops only folios wholly inside the range: widen it
+        // to 2 MiB boundaries (neighbouring experts' pages go too, which a disk tier wants anyway).
+        var (start, bytes) = PageSpan(entry, offset, length, 2L << 20);
         if (!Native.LibC.TryMadvise(_base + start, (nuint)bytes, Native.LibC.MadvDontNeed)) return false;
         _handle ??= File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        // Dirty pages (a checkpoint written or checked out moments ago) are not dropped: write them out first.
+        Native.LibC.TryFdatasync(_handle);
+        Native.LibC.TryFadviseDontNeed(_handle, start, bytes);
         return Native.LibC.TryFadviseDontNeed(_handle, start, bytes);
     }
 
-    /// <summary>Share of the range's pages in the page cache now (mincore), or -1 where unsupported.</summary>
+    /// <summary>Share of the range's pages in the page cache now, or -1 where unsupported. Measured through a mapping
+    /// of its own (mincore on this file's long-lived mapping can report pages this process still holds).</summary>
     public double CachedFraction(TensorEntry entry, long offset, long length)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var (start, bytes) = PageSpan(entry, offset, length);
-        return Native.LibC.CachedFraction(_base + start, bytes);
+        using var map = MemoryMappedFile.CreateFromFile(Path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        using var view = map.CreateViewAccessor(0, Length, MemoryMappedFileAccess.Read);
+        byte* p = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+        try
+        {
+            return Native.LibC.CachedFraction(p + view.PointerOffset + start, bytes);
+        }
+        finally
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+        }
     }
 
-    private (long Start, long Bytes) PageSpan(TensorEntry entry, long offset, long length)
+    private (long Start, long Bytes) PageSpan(TensorEntry entry, long offset, long length, long? alignment = null)
     {
         if (offset < 0 || length < 0 || offset + length > entry.ByteLength)
             throw new ArgumentOutOfRangeException(nameof(length), $"bytes {offset}..{offset + length} are outside {entry.Name} ({entry.ByteLength} bytes)");
-        long page = Environment.SystemPageSize;
-        // The view may not start at a page boundary of the file; align in the address space.
-        long viewSkew = (long)((ulong)_base % (ulong)page);
+        // File offsets, aligned in the file (folios are); the mapping starts at offset 0 on a page boundary, so they
+        // are page-aligned addresses too.
+        long align = alignment ?? Environment.SystemPageSize;
         long from = entry.Offset + offset, to = from + length;
-        long start = (from + viewSkew) / page * page - viewSkew;
-        long end = Math.Min(Length, ((to + viewSkew + page - 1) / page * page) - viewSkew);
-        start = Math.Max(start, -viewSkew);
+        long start = from / align * align;
+        long end = Math.Min(Length, (to + align - 1) / align * align);
         return (start, end - start);
     }
 

@@ -72,6 +72,29 @@ internal static unsafe partial class LibC
     [LibraryImport("libc", EntryPoint = "mincore", SetLastError = true)]
     private static partial int MincoreNative(void* addr, nuint length, byte* vec);
 
+    [LibraryImport("libc", EntryPoint = "fdatasync")]
+    private static partial int FdatasyncNative(IntPtr fd);
+
+    /// <summary>Writes the file's dirty pages to the disk (they could not be dropped from the cache otherwise).</summary>
+    public static bool TryFdatasync(Microsoft.Win32.SafeHandles.SafeFileHandle file)
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        bool added = false;
+        try
+        {
+            file.DangerousAddRef(ref added);
+            return FdatasyncNative(file.DangerousGetHandle()) == 0;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added) file.DangerousRelease();
+        }
+    }
+
     /// <summary>posix_fadvise(DONTNEED) on a file range: the kernel drops its clean, unmapped pages from the cache.</summary>
     public static bool TryFadviseDontNeed(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long length)
     {

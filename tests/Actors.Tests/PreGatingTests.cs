@@ -97,3 +97,34 @@ public class ClusterResidencyTests
         Assert.Null(cluster.Gateway.Runtime.ExpertResidency); // the gateway hosts no experts
     }
 }
+
+public class DecodeBatchLimitTests
+{
+    [Theory]
+    [InlineData("fcfs")]
+    [InlineData("expert-aware")]
+    public async Task No_step_runs_more_decode_rows_than_max_decode_batch_and_no_sequence_waits_past_the_bound(string policy)
+    {
+        var arch = ModelArchitecture.RouterDecoupled;
+        await using var node = await TestNode.StartAsync(TinyCheckpoints.Get(arch), NodeRole.All, extra: ParityConfig.Batching +
+            $"\nmoe.scheduler {{ batching = {policy}, max-decode-batch = 3, max-wait-steps = 4 }}");
+        await node.WaitReadyAsync();
+        await node.Engine.StartRoutingTraceAsync();
+        await ParityConfig.AssertWorkloadAsync(node.Engine, arch, $"limit-{policy}-");
+        var trace = await node.Engine.StopRoutingTraceAsync();
+        Assert.All(trace.Steps, s => Assert.True(s.Segments.Count(g => !g.Prefill) <= 3, $"step {s.Step}: {s.Segments.Count(g => !g.Prefill)} decode rows"));
+        Assert.Contains(trace.Steps, s => s.Segments.Count(g => !g.Prefill) == 3);
+        // Between two decode rows of a sequence (or its first token and its next row) at most ceil(8 / 3) = 3 steps
+        // pass under fcfs and max-wait-steps = 4 under expert-aware (8 sequences at most are ready).
+        var last = new Dictionary<string, long>();
+        foreach (var step in trace.Steps)
+        {
+            foreach (var seg in step.Segments)
+            {
+                if (!seg.Prefill && last.TryGetValue(seg.SequenceId, out long prev))
+                    Assert.True(step.Step - prev <= 4, $"{seg.SequenceId} waited {step.Step - prev} steps (until step {step.Step})");
+                last[seg.SequenceId] = step.Step;
+            }
+        }
+    }
+}

@@ -25,5 +25,8 @@ public sealed record TokenChunk(string RequestId, string Text, int TokenId, Samp
     public IReadOnlyList<int[]>? ExpertsByLayer { get; init; }
     /// <summary>How long the request waited for a batch slot; on the first chunk of its stream only.</summary>
     public TimeSpan? QueueTime { get; init; }
+    /// <summary>When the engine produced the chunk (a <see cref="System.Diagnostics.Stopwatch"/> timestamp of the
+    /// engine's process): token timing without the delay of however the stream is read.</summary>
+    public long ProducedAt { get; init; } = System.Diagnostics.Stopwatch.GetTimestamp();
     public bool IsFinal => FinishReason is not null;
 }

@@ -48,7 +48,7 @@ public sealed class SchedulerActor : ReceiveActor
         _tokenizer = tokenizer;
         _options = options;
         _gauges = gauges;
-        _runner = new StepRunner(model, dispatcher(Context.GetLogger()), gauges, options.SpeculativeHorizon);
+        _runner = new StepRunner(model, dispatcher(Context.GetLogger()), gauges, options);
         var cfg = model.Config;
         _eos = new HashSet<int>(cfg.EosTokenIds);
         if (tokenizer.EosId is { } te) _eos.Add(te);
@@ -207,7 +207,7 @@ public sealed class SchedulerActor : ReceiveActor
         var segments = new List<StepSegment>();
         long stepId = _stepId + 1;
         var ready = _running.Where(s => !s.IsPrefilling && !s.Paused && s.PendingFinish is null).ToList();
-        var picked = DecodeBatching.Select(ready.Select(s => new DecodeCandidate(s.LastScheduledStep, s.NextExperts)).ToList(),
+        var picked = DecodeBatching.Select(ready.Select(s => new DecodeCandidate(s.LastScheduledStep, BatchingExperts(s))).ToList(),
             Math.Min(budget, _options.DecodeCapacity), stepId, _options.Batching, _options.MaxWaitSteps);
         foreach (int i in picked)
         {
@@ -232,6 +232,15 @@ public sealed class SchedulerActor : ReceiveActor
             PreGate = PreGatePlan.For(stepId, _model.Config.NumLayers,
                 segments.Where(g => !g.IsPrefill).Select(g => (g.Sequence.NextExperts, g.Sequence.NextExpertsExact)), _gauges.PredictionHitRate),
         };
+    }
+
+    /// <summary>What expert-aware batching goes by: exact pre-gated experts, or the layers where the keep-last prediction
+    /// has been holding at least announce-confidence of the time (a guess below that would only cost fairness).</summary>
+    private int[][]? BatchingExperts(SequenceState s)
+    {
+        if (s.NextExperts is not { } experts || s.NextExpertsExact) return s.NextExperts;
+        var likely = experts.Select((e, l) => _gauges.PredictionHitRate(l) >= _options.AnnounceConfidence ? e : []).ToArray();
+        return likely.Any(e => e.Length > 0) ? likely : null;
     }
 
     private void OnStepDone(StepResult r)

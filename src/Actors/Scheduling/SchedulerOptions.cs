@@ -20,6 +20,8 @@ public sealed record SchedulerOptions
     public bool ExactPreGate { get; init; } = true;
     /// <summary>Later layers whose gates are applied at each layer to predict their experts (layer-wise models).</summary>
     public int SpeculativeHorizon { get; init; } = 2;
+    /// <summary>Layer-wise models: keep-last predictions at least this likely (measured) are announced at step start.</summary>
+    public double AnnounceConfidence { get; init; } = 0.5;
 
     public static SchedulerOptions FromConfig(Config c) => new SchedulerOptions
     {
@@ -35,6 +37,7 @@ public sealed record SchedulerOptions
         MaxWaitSteps = c.GetInt("moe.scheduler.max-wait-steps", 4),
         ExactPreGate = c.GetBoolean("moe.scheduler.pregate.exact", true),
         SpeculativeHorizon = c.GetInt("moe.scheduler.pregate.speculative-horizon", 2),
+        AnnounceConfidence = c.GetDouble("moe.scheduler.pregate.announce-confidence", 0.5),
     }.Validated();
 
     public static BatchingPolicy ParseBatching(string s) => s.Trim().ToLowerInvariant() switch
@@ -60,6 +63,7 @@ public sealed record SchedulerOptions
         Positive(DefaultMaxTokens, "default-max-tokens");
         Positive(MaxWaitSteps, "max-wait-steps");
         if (MaxDecodeBatch < 0) throw new ArgumentException("moe.scheduler.max-decode-batch must be >= 0 (0: no limit below max-batch-tokens)");
+        if (AnnounceConfidence is < 0 or > 1) throw new ArgumentException("moe.scheduler.pregate.announce-confidence must be within 0..1");
         if (SpeculativeHorizon < 0) throw new ArgumentException("moe.scheduler.pregate.speculative-horizon must be >= 0");
         if (MaxQueuedRequests < 0) throw new ArgumentException("moe.scheduler.max-queued-requests must be >= 0");
         if (KvCacheBudgetBytes <= 0) throw new ArgumentException("moe.scheduler.kv-cache-budget must be positive");

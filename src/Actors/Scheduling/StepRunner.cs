@@ -12,7 +12,7 @@ namespace MoeServer.Actors.Scheduling;
 /// KV caches live), the gate, the routed experts through <see cref="ExpertDispatcher"/>, and the combine; finally the
 /// LM head for the rows that need next-token logits.
 /// </summary>
-internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Generation.EngineGauges gauges, int speculativeHorizon)
+internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Generation.EngineGauges gauges, SchedulerOptions options)
 {
     private volatile RoutingTrace? _trace;
 
@@ -75,7 +75,7 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
 
         Tensor x = model.Embed(batch);
         var speculations = new List<SpeculativeRouting>();
-        bool speculate = !model.CanPreGate && speculativeHorizon > 0;
+        bool speculate = !model.CanPreGate && options.SpeculativeHorizon > 0;
         try
         {
             timings.EmbedAndHeadMs += Lap();
@@ -85,6 +85,13 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
                 experts.Announce(plan.StepId, model.StepExperts(batch));
                 timings.PreGateMs += Lap();
             }
+            else if (plan.PreGate is { } predicted)
+            {
+                // Layer-wise: the decode rows' predicted experts, where the prediction has been holding.
+                var likely = predicted.Layers.Select(l => l.Where(kv => kv.Value.Confidence >= options.AnnounceConfidence)
+                    .Select(kv => kv.Key).Order().ToArray()).ToArray();
+                if (likely.Any(l => l.Length > 0)) experts.Announce(plan.StepId, likely);
+            }
             for (int l = 0; l < model.Config.NumLayers; l++)
             {
                 Replace(ref x, model.AttentionBlock(l, x, batch));
@@ -92,7 +99,7 @@ internal sealed class StepRunner(MoeModel model, ExpertDispatcher experts, Gener
                 if (speculate)
                 {
                     // Speculative lookahead: the next layers' gates on this hidden state predict their experts.
-                    var spec = model.SpeculateExperts(l, x, batch, speculativeHorizon);
+                    var spec = model.SpeculateExperts(l, x, batch, options.SpeculativeHorizon);
                     var predicted = new int[model.Config.NumLayers][];
                     Array.Fill(predicted, []);
                     foreach (var p in spec.Layers) predicted[p.Layer] = p.NeededExperts;

@@ -63,4 +63,35 @@ public static class ResidencySimulator
         }
         return cache.Stats();
     }
+
+    /// <summary>The activation-aware baseline (<see cref="ActivationAwarePlan"/>) over a recorded trace: request
+    /// histories learned as the steps go, Belady on the plan they give, and prefetch of the most activated experts.</summary>
+    public static ResidencyStats ReplayActivationAware(RoutingTrace trace, int capacity, int prefetchDepth)
+    {
+        var plan = new ActivationAwarePlan(trace.Layers, trace.Experts);
+        var cache = new ExpertCache(capacity, new LookaheadPolicy(plan));
+        var steps = trace.StepUses();
+        for (int s = 0; s < trace.Steps.Count; s++)
+        {
+            var step = trace.Steps[s];
+            plan.BeginStep(step.Step, step.Segments.Select(g => g.SequenceId));
+            for (int l = 0; l < trace.Layers; l++)
+            {
+                long now = plan.At(l);
+                foreach (int e in steps[s].ExpertsByLayer[l])
+                {
+                    cache.Use(new ExpertId(l, e), now);
+                    if (prefetchDepth == 0) continue;
+                    foreach (var (_, next) in plan.Upcoming(now, prefetchDepth))
+                        if (!cache.IsResident(next)) cache.Prefetch(next, now);
+                }
+                if (step.ExpertsOfRow[l].Length == 0) continue;
+                int row = 0;
+                foreach (var seg in step.Segments)
+                    for (int r = 0; r < seg.Rows; r++, row++)
+                        plan.Record(seg.SequenceId, l, step.ExpertsOfRow[l][row]);
+            }
+        }
+        return cache.Stats();
+    }
 }

@@ -95,4 +95,33 @@ public sealed class PlanBookTests
             Assert.True(stats.Loads >= minLoads, $"{policy}/{vis}/{depth}: {stats.Loads} loads < Belady's {minLoads}");
         }
     }
+
+    [Fact]
+    public void The_activation_aware_baseline_expects_what_a_requests_history_used_and_never_beats_Belady()
+    {
+        var plan = new ActivationAwarePlan(numLayers: 2, numExperts: 8);
+        for (int t = 0; t < 5; t++)
+        {
+            plan.Record("a", 0, [3]);
+            plan.Record("a", 1, [6]);
+        }
+        plan.BeginStep(9, ["a"]);
+        long now = plan.At(0);
+        Assert.Equal(new ExpertId(0, 3), plan.Upcoming(now, 1).Single().Expert);
+        Assert.True(plan.NextUse(new ExpertId(1, 6), now) < long.MaxValue);
+        Assert.Equal(long.MaxValue, plan.NextUse(new ExpertId(1, 5), now));
+
+        var rng = new Random(5);
+        var trace = new RoutingTrace("test", 2, 8);
+        for (int s = 0; s < 100; s++)
+        {
+            var rows = Enumerable.Range(0, 4).Select(r => new[] { (r * 2 + rng.Next(3)) % 8 }).ToArray();
+            trace.Append(new TraceStep(s, Enumerable.Range(0, 4).Select(r => new TraceSegment($"seq{r}", 1, false)).ToArray(),
+                [rows, rows.Select(x => new[] { (x[0] + 1) % 8 }).ToArray()]));
+        }
+        long min = BeladyBound.MinimumLoads(trace.ExpertUses(), 4);
+        var stats = ResidencySimulator.ReplayActivationAware(trace, 4, prefetchDepth: 2);
+        Assert.Equal(trace.ExpertUses().Count, stats.Uses);
+        Assert.True(stats.Loads >= min);
+    }
 }

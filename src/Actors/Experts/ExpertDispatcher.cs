@@ -21,7 +21,8 @@ namespace MoeServer.Actors.Experts;
 /// timeout, after which the region routes the retry. Remote entities always go through the region.
 /// </remarks>
 public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, long maxFrameBytes, ILoggingAdapter log,
-    ExpertReplySink replies, ComputeThread thread, Func<bool> anyExpertHostReachable, Func<IReadOnlyList<ActorSelection>> residencyAgents)
+    ExpertReplySink replies, ComputeThread thread, Func<bool> anyExpertHostReachable, Func<IReadOnlyList<ActorSelection>> residencyAgents,
+    ExpertResidency? localResidency = null)
 {
     /// <summary>Since when each expert has not been answering (across steps: a request that was paused while a step
     /// gave up on the expert must not wait a whole new deadline). Used from the compute thread only.</summary>
@@ -105,10 +106,14 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
         return results;
     }
 
-    /// <summary>Tells every expert node's residency agent which experts step <paramref name="stepId"/> is expected
-    /// to run (no reply; they may prefetch the ones they host).</summary>
+    /// <summary>Tells every expert node's residency (the other nodes' through their agents) which experts step
+    /// <paramref name="stepId"/> is expected to run (no reply; they may prefetch the ones they host).</summary>
     public void Announce(long stepId, int[][] expertsByLayer)
     {
+        // This node's own experts learn it at once (before any of the step's batches can reach them).
+        if (localResidency is not null)
+            for (int l = 0; l < expertsByLayer.Length; l++)
+                if (expertsByLayer[l].Length > 0) localResidency.Announce(stepId, l, expertsByLayer[l]);
         var message = new ExpertProtocol.AnnounceStep(stepId, expertsByLayer);
         foreach (var agent in residencyAgents()) agent.Tell(message, ActorRefs.NoSender);
     }

@@ -114,7 +114,8 @@ public static class MoeNodeHostingExtensions
                 var scheduler = system.ActorOf(SchedulerActor.PropsFor(model, runtime.Tokenizer!,
                     log => new ExpertDispatcher(region, settings.Experts, frame, log,
                         new ExpertReplySink(system, ComputeThreads.Get(system).Thread), ComputeThreads.Get(system).Thread,
-                        () => AnyExpertHostReachable(cluster), ResidencyAgents(system, cluster)),
+                        () => AnyExpertHostReachable(cluster), ResidencyAgents(system, cluster, runtime.ExpertResidency is not null),
+                        runtime.ExpertResidency),
                     settings.Scheduler, gauges), "scheduler");
                 registry.Register<SchedulerActor>(scheduler);
                 runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler, gauges);
@@ -136,16 +137,17 @@ public static class MoeNodeHostingExtensions
             && !state.Unreachable.Contains(m));
     }
 
-    /// <summary>The residency agents of the expert nodes that are up, from the cluster's snapshot (re-resolved only
-    /// when membership changes).</summary>
-    private static Func<IReadOnlyList<ActorSelection>> ResidencyAgents(ActorSystem system, Akka.Cluster.Cluster cluster)
+    /// <summary>The residency agents of the expert nodes that are up (but this one, when it hosts experts itself: the
+    /// dispatcher tells its residency directly), from the cluster's snapshot (re-resolved when membership changes).</summary>
+    private static Func<IReadOnlyList<ActorSelection>> ResidencyAgents(ActorSystem system, Akka.Cluster.Cluster cluster, bool skipSelf)
     {
         IReadOnlyList<ActorSelection> agents = [];
         HashSet<Address> known = [];
         return () =>
         {
             var up = cluster.State.Members.Where(m => m.HasRole(NodeRoles.ExpertRole)
-                && m.Status is Akka.Cluster.MemberStatus.Up or Akka.Cluster.MemberStatus.WeaklyUp).Select(m => m.Address).ToHashSet();
+                && m.Status is Akka.Cluster.MemberStatus.Up or Akka.Cluster.MemberStatus.WeaklyUp
+                && !(skipSelf && m.Address == cluster.SelfAddress)).Select(m => m.Address).ToHashSet();
             if (!up.SetEquals(known))
             {
                 known = up;

@@ -22,14 +22,14 @@ internal sealed class BenchModel
     /// <summary>End-of-text ids, biased away so every request generates its max_tokens (as benchmarks do).</summary>
     public required IReadOnlyDictionary<int, float> NoEos { get; init; }
     public IReadOnlyList<SpeculationRecallStats>? Recall { get; set; }
-    public double[]? KeepLast { get; set; }
+    public double[]? PredictionHitRate { get; set; }
     public (long Planned, long Right)? ExactAgreement { get; set; }
 }
 
 /// <summary>What one live run of the workload measured.</summary>
 internal sealed record RunResult(RoutingTrace Trace, ResidencyStats Stats, int Capacity, IReadOnlyList<ExpertId> WarmResident,
     long BytesLoaded, long GeneratedTokens, double Seconds, TimeSpan StallTime, TimeSpan LoadTime, double[] Tpot,
-    IReadOnlyList<SpeculationRecallStats> Recall, double[] KeepLastHitRate, (long Planned, long Right) ExactAgreement)
+    IReadOnlyList<SpeculationRecallStats> Recall, double[] PredictionHitRate, (long Planned, long Right) ExactAgreement)
 {
     public double BytesPerToken => (double)BytesLoaded / Math.Max(1, GeneratedTokens);
     public double StallMsPerToken => StallTime.TotalMilliseconds / Math.Max(1, GeneratedTokens);

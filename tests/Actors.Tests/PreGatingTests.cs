@@ -128,3 +128,58 @@ public class DecodeBatchLimitTests
         }
     }
 }
+
+/// <summary>On the trained router-decoupled model (real, skewed routing), exact pre-gating plus a small expert budget
+/// with prefetch and expert-aware batching still give the direct model's greedy tokens.</summary>
+public class TrainedPreGatingTests
+{
+    private static string ModelDir()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Server.sln"))) d = d.Parent;
+        string dir = Path.Combine(d?.FullName ?? throw new InvalidOperationException("repository root not found"), "models", "readme-moe");
+        Assert.True(File.Exists(Path.Combine(dir, "model.safetensors")), $"{dir} has no model.safetensors");
+        return dir;
+    }
+
+    [Fact]
+    public async Task Pre_gated_budgeted_expert_aware_engine_gives_the_trained_models_direct_greedy_tokens()
+    {
+        string dir = ModelDir();
+        var tokenizer = Kernels.Tokenization.HfTokenizer.Load(dir);
+        string[] texts =
+        [
+            "In the beginning God created the heaven and the earth.",
+            "And God said, Let there be light:",
+            "hacker n. A person who enjoys exploring the details of programmable systems",
+            "The LORD is my shepherd;",
+            "And it came to pass",
+            "kludge",
+        ];
+        var eos = GreedyWorkload.EosIds(dir);
+        ExpectedGeneration[] want;
+        using (var model = Kernels.Model.MoeModel.Load(dir, Kernels.Model.WeightPrecision.F32))
+        {
+            want = texts.Select((t, i) =>
+            {
+                var prompt = tokenizer.Encode(t, parseSpecialTokens: false).ToArray();
+                var (tokens, margins) = DirectGreedy.Run(model, prompt, 16, eos: eos);
+                return new ExpectedGeneration($"trained-{i}", prompt, 16, tokens, margins, eos.Contains(tokens[^1]));
+            }).ToArray();
+        }
+        await using var node = await TestNode.StartAsync(dir, NodeRole.All, extra: """
+            moe.scheduler { max-decode-batch = 2, batching = expert-aware, max-wait-steps = 3 }
+            moe.experts.residency { budget = "25%", policy = lookahead, prefetch = on }
+            """);
+        await node.WaitReadyAsync();
+        var got = await GreedyWorkload.RunAllAsync(node.Engine, want.Select(w => GreedyWorkload.Request(w)));
+        int compared = 0;
+        for (int i = 0; i < want.Length; i++) compared += GreedyWorkload.AssertMatches(want[i], got[i], want[i].RequestId);
+        Assert.True(compared >= want.Sum(w => w.Tokens.Length) * 3 / 4, $"only {compared} tokens comparable");
+        var g = node.Engine.Gauges;
+        long planned = Enumerable.Range(0, g.NumLayers).Sum(l => g.Predictions(l, exact: true));
+        Assert.True(planned > 0);
+        Assert.Equal(planned, Enumerable.Range(0, g.NumLayers).Sum(l => g.PredictionHits(l, exact: true)));
+        Assert.True(node.Runtime.ExpertResidency!.Stats().PrefetchLoads > 0);
+    }
+}

@@ -49,7 +49,7 @@ public sealed class EngineGauges
         Interlocked.Add(ref _routedTokens[layer * NumExperts + expert], tokens);
 
     /// <summary>A decode row's experts at <paramref name="layer"/> were known before its step (exact pre-gating) or
-    /// predicted (kept from its last token); whether that matched where the gate sent it.</summary>
+    /// predicted (layer-wise: token gates or keep-last); whether that matched where the gate sent it.</summary>
     internal void AddPrediction(int layer, bool exact, bool correct)
     {
         int k = exact ? 1 : 0;
@@ -61,7 +61,7 @@ public sealed class EngineGauges
 
     public long PredictionHits(int layer, bool exact) => Interlocked.Read(ref _predictionHits[exact ? 1 : 0, layer]);
 
-    /// <summary>How often "the next token keeps its last token's experts" held at a layer so far (0 before any).</summary>
+    /// <summary>How often the layer-wise prediction of a decode row's experts held exactly at a layer so far (0 before any).</summary>
     public double PredictionHitRate(int layer)
     {
         long n = Predictions(layer, exact: false);

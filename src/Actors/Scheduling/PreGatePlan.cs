@@ -6,9 +6,9 @@ public readonly record struct ExpertDemand(int Rows, double Confidence);
 
 /// <summary>
 /// What the router knows, before a step runs, about the experts its decode rows need: per layer, expert -> demand.
-/// Exact for router-decoupled models (the router ran when each token was sampled); for layer-wise models the
-/// "keeps its last token's experts" prediction. Prefill chunks are not in it (their routing is known once the
-/// step's gates run).
+/// Exact for router-decoupled models (the router ran when each token was sampled); for layer-wise models a
+/// prediction (each layer's gate on the token's embedding, or "keeps its last token's experts"). Prefill chunks are
+/// not in it (their routing is known once the step's gates run).
 /// </summary>
 public sealed record PreGatePlan(long StepId, IReadOnlyList<IReadOnlyDictionary<int, ExpertDemand>> Layers)
 {

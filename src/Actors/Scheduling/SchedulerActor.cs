@@ -299,7 +299,7 @@ public sealed class SchedulerActor : ReceiveActor
     /// <summary>
     /// Every sequence that sampled a token and goes on decoding learns its next token's experts now: exactly, by
     /// running the decoupled router over the new tokens (it would run at the start of the next step anyway), or as
-    /// the prediction that the token keeps its last token's experts.
+    /// a prediction (layer-wise: every gate on the new token's embedding, or its last token's experts).
     /// </summary>
     private void PreGateNextTokens(StepPlan plan, StepTimings timings)
     {
@@ -307,7 +307,8 @@ public sealed class SchedulerActor : ReceiveActor
                                             && g.Sequence.Cache is not null && g.Sequence.LastToken >= 0)
             .Select(g => g.Sequence).ToList();
         if (next.Count == 0) return;
-        if (!(_options.ExactPreGate && _model.CanPreGate))
+        bool exact = _options.ExactPreGate && _model.CanPreGate;
+        if (!exact && (_model.CanPreGate || _options.LayerwisePrediction == LayerwisePrediction.KeepLast))
         {
             foreach (var s in next) (s.NextExperts, s.NextExpertsExact) = (s.LastExperts, false);
             return;
@@ -316,8 +317,23 @@ public sealed class SchedulerActor : ReceiveActor
         try
         {
             var batch = new BatchLayout(next.Select(s => new BatchSegment(s.Cache!, [s.LastToken], s.Request.Routing)).ToArray());
-            var experts = _model.PreGate(batch);
-            for (int i = 0; i < next.Count; i++) (next[i].NextExperts, next[i].NextExpertsExact) = (experts[i], true);
+            if (exact)
+            {
+                var experts = _model.PreGate(batch);
+                for (int i = 0; i < next.Count; i++) (next[i].NextExperts, next[i].NextExpertsExact) = (experts[i], true);
+            }
+            else
+            {
+                // Layer-wise: every layer's gate on the new token's embedding (the residual before any layer).
+                var spec = _model.SpeculateFromEmbeddings(batch);
+                for (int i = 0; i < next.Count; i++)
+                {
+                    var byLayer = new int[_model.Config.NumLayers][];
+                    Array.Fill(byLayer, []);
+                    foreach (var p in spec.Layers) byLayer[p.Layer] = p.ExpertsOfToken[i];
+                    (next[i].NextExperts, next[i].NextExpertsExact) = (byLayer, false);
+                }
+            }
         }
         catch (Exception ex)
         {

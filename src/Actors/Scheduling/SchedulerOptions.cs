@@ -2,6 +2,15 @@ using Akka.Configuration;
 
 namespace MoeServer.Actors.Scheduling;
 
+/// <summary>How a layer-wise model's next-token experts are predicted before the step.</summary>
+public enum LayerwisePrediction
+{
+    /// <summary>Each layer's gate applied to the sampled token's embedding.</summary>
+    TokenGates,
+    /// <summary>The token keeps its sequence's last token's experts.</summary>
+    KeepLast,
+}
+
 /// <summary><c>moe.scheduler</c>: the continuous-batching budget (see hocon/base.hocon for each knob).</summary>
 public sealed record SchedulerOptions
 {
@@ -20,7 +29,8 @@ public sealed record SchedulerOptions
     public bool ExactPreGate { get; init; } = true;
     /// <summary>Later layers whose gates are applied at each layer to predict their experts (layer-wise models).</summary>
     public int SpeculativeHorizon { get; init; } = 2;
-    /// <summary>Layer-wise models: keep-last predictions at least this likely (measured) are announced at step start.</summary>
+    public LayerwisePrediction LayerwisePrediction { get; init; } = LayerwisePrediction.TokenGates;
+    /// <summary>Layer-wise models: a layer's predictions are used (batching, step-start announcement) when they have held this often.</summary>
     public double AnnounceConfidence { get; init; } = 0.5;
 
     public static SchedulerOptions FromConfig(Config c) => new SchedulerOptions
@@ -38,6 +48,12 @@ public sealed record SchedulerOptions
         ExactPreGate = c.GetBoolean("moe.scheduler.pregate.exact", true),
         SpeculativeHorizon = c.GetInt("moe.scheduler.pregate.speculative-horizon", 2),
         AnnounceConfidence = c.GetDouble("moe.scheduler.pregate.announce-confidence", 0.5),
+        LayerwisePrediction = c.GetString("moe.scheduler.pregate.layerwise-prediction", "token-gates").Trim().ToLowerInvariant() switch
+        {
+            "token-gates" => LayerwisePrediction.TokenGates,
+            "keep-last" => LayerwisePrediction.KeepLast,
+            var v => throw new ArgumentException($"moe.scheduler.pregate.layerwise-prediction: unknown '{v}' (expected token-gates or keep-last)"),
+        },
     }.Validated();
 
     public static BatchingPolicy ParseBatching(string s) => s.Trim().ToLowerInvariant() switch

@@ -48,7 +48,7 @@ public sealed class ServerMetrics
             _kvAllocated = f.CreateGauge("moe_kv_cache_allocated_bytes", "KV-cache bytes the running generations hold now.");
             _kvBudget = f.CreateGauge("moe_kv_cache_budget_bytes", "KV-cache budget of the engine.");
             _predictions = f.CreateCounter("moe_pregate_predictions_total",
-                "Decode rows whose experts were known before their step, per layer: exact (pre-gated router) or keep_last (predicted from the token before).",
+                "Decode rows whose experts were known before their step, per layer: exact (pre-gated router) or predicted (layer-wise: token gates or keep-last).",
                 new CounterConfiguration { LabelNames = ["kind", "layer"] });
             _predictionHits = f.CreateCounter("moe_pregate_correct_total", "Of those, rows routed exactly to the experts known or predicted.",
                 new CounterConfiguration { LabelNames = ["kind", "layer"] });
@@ -158,7 +158,7 @@ public sealed class ServerMetrics
             {
                 long p = g.Predictions(l, exact);
                 if (p == 0) continue;
-                string kind = exact ? "exact" : "keep_last";
+                string kind = exact ? "exact" : "predicted";
                 _predictions!.WithLabels(kind, Label(l)).IncTo(p);
                 _predictionHits!.WithLabels(kind, Label(l)).IncTo(g.PredictionHits(l, exact));
             }

@@ -33,7 +33,7 @@ public sealed partial class MoeModel
                 + "its decoupled router already gives every layer's experts exactly when Embed runs (BatchLayout.RouterProbabilities)");
         ArgumentOutOfRangeException.ThrowIfNegative(layer);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, Config.NumLayers);
-        int T = batch.TotalTokens, E = Config.NumExperts;
+        int T = batch.TotalTokens;
         if (residual.ndim != 2 || residual.shape[0] != T || residual.shape[1] != Config.HiddenSize)
             throw new ArgumentException(
                 $"residual must be [{T}, {Config.HiddenSize}] (the batch's rows), got [{string.Join(", ", residual.shape)}]", nameof(residual));
@@ -41,6 +41,28 @@ public sealed partial class MoeModel
         var targets = new List<int>();
         for (int d = firstDistance; d <= lastDistance && layer + d < Config.NumLayers; d++)
             if (Weights.Layers[layer + d].IsSparse) targets.Add(layer + d);
+        return SpeculateLayers(layer, targets, residual, batch);
+    }
+
+    /// <summary>
+    /// Every sparse layer's experts predicted for tokens not yet in their sequences (one per segment, e.g. just sampled):
+    /// each layer's gate applied to the token's embedding, the residual stream before any layer. Cheap (no attention),
+    /// and known before the step that appends the tokens: what a scheduler can batch by for a layer-wise model.
+    /// </summary>
+    public SpeculativeRouting SpeculateFromEmbeddings(BatchLayout nextTokens)
+    {
+        if (Weights.Router is not null)
+            throw new InvalidOperationException("a router-decoupled model is pre-gated exactly (PreGate); speculation is for layer-wise models");
+        using var ids = ValidatedTokenIds(nextTokens);
+        using var x = Weights.Embedding.index_select(0, ids).to(ScalarType.Float32);
+        var targets = Enumerable.Range(0, Config.NumLayers).Where(l => Weights.Layers[l].IsSparse).ToList();
+        return SpeculateLayers(-1, targets, x, nextTokens);
+    }
+
+    /// <summary>Predicted routing of <paramref name="targets"/> (ascending sparse layers) from one residual stream.</summary>
+    private SpeculativeRouting SpeculateLayers(int layer, List<int> targets, Tensor residual, BatchLayout batch)
+    {
+        int T = batch.TotalTokens, E = Config.NumExperts;
         if (targets.Count == 0) return new SpeculativeRouting(layer, []);
 
         // One matmul over the contiguous block of stacked gates from the first to the last predicted layer (a dense

@@ -161,6 +161,26 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Token_gate_prediction_applies_every_layers_gate_to_the_new_tokens_embedding()
+    {
+        string dir = ModelDir("mixtral-moe");
+        using var model = MoeModel.Load(dir, WeightPrecision.F32);
+        var f64 = new Float64Gates(model);
+        int H = model.Config.HiddenSize, L = model.Config.NumLayers;
+        using var a = model.NewSequence();
+        using var b = model.NewSequence();
+        var ovB = SomeOverride(L);
+        var batch = Batch(new(a, [17]), new(b, [2041], ovB));
+        var spec = model.SpeculateFromEmbeddings(batch);
+        Assert.Equal(Enumerable.Range(0, L), spec.Layers.Select(p => p.Layer));
+        var emb = TorchInterop.ToFloatArray(model.Weights.Embedding.to(ScalarType.Float32));
+        foreach (var p in spec.Layers)
+            for (int t = 0; t < 2; t++)
+                AssertSameSet(f64.Predict(p.Layer, emb.AsSpan(batch.TokenIds[t] * H, H), batch.Segments[t].RoutingOrDefault), p.ExpertsOfToken[t], $"layer {p.Layer}, row {t}");
+        Assert.Equal(0, a.Length); // nothing was appended
+    }
+
+    [Fact]
     public void Distance_zero_prediction_equals_exact_routing()
     {
         string dir = ModelDir("mixtral-moe");

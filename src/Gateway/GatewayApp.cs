@@ -4,6 +4,7 @@ using MoeServer.Gateway.Hubs;
 using MoeServer.Gateway.Metrics;
 using MoeServer.Gateway.Middleware;
 using MoeServer.Gateway.OpenAi;
+using MoeServer.Gateway.Ops;
 using MoeServer.Gateway.Options;
 using MoeServer.Gateway.Serving;
 using OpenTelemetry.Exporter;
@@ -32,6 +33,8 @@ public static class GatewayApp
         // SIGTERM: stop taking HTTP requests, let a gateway drain its running generations, then leave the cluster.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMinutes(2));
         builder.Services.AddSingleton(options);
+        var opsOptions = Ops.OpsOptions.FromConfig(settings.Hocon);
+        builder.Services.AddSingleton(opsOptions);
         builder.Services.AddMoeNode(settings, progress);
         builder.Services.AddNodeHealthChecks();
         builder.Services.AddSingleton(sp =>
@@ -59,7 +62,9 @@ public static class GatewayApp
         var app = builder.Build();
         app.UseRequestIds();
         app.UseApiKeys(options);
+        app.UseOpsAccess(opsOptions);
         app.MapNodeHealthEndpoints();
+        app.MapOps();
         app.MapGet("/metrics", async ctx =>
         {
             ctx.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";

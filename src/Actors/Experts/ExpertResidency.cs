@@ -70,6 +70,18 @@ public sealed class ExpertResidency : IDisposable
         lock (_gate) return _weights.Keys.OrderBy(e => e.Layer).ThenBy(e => e.Expert).ToList();
     }
 
+    /// <summary>Experts pinned by an operator, ascending.</summary>
+    public IReadOnlyList<ExpertId> Pinned()
+    {
+        lock (_gate) return _pinnedByOperator.Keys.OrderBy(e => e.Layer).ThenBy(e => e.Expert).ToList();
+    }
+
+    /// <summary>Whether this node hosts the expert's entity now.</summary>
+    public bool Hosts(ExpertId id)
+    {
+        lock (_gate) return _hosted.Contains(id);
+    }
+
     /// <summary>The cache's own counts (hits, loads, prefetch hits, wasted prefetches, evictions), with bytes and times.</summary>
     public ResidencyStats Stats()
     {

@@ -77,6 +77,19 @@ public sealed class MoeEngine
     public Task<EngineStats> GetStatsAsync(TimeSpan? timeout = null) =>
         _scheduler.Ask<EngineStats>(new SchedulerProtocol.GetStats(), timeout ?? TimeSpan.FromSeconds(30));
 
+    /// <summary>Every request the scheduler holds (running first, then waiting).</summary>
+    public async Task<IReadOnlyList<RequestInfo>> ListRequestsAsync(TimeSpan? timeout = null) =>
+        (await _scheduler.Ask<SchedulerProtocol.RequestList>(new SchedulerProtocol.ListRequests(), timeout ?? TimeSpan.FromSeconds(30))).Requests;
+
+    /// <summary>Ends a request early as cancelled (an operator's action); false when no such request is held.</summary>
+    public async Task<bool> CancelRequestAsync(string requestId, string reason, TimeSpan? timeout = null)
+    {
+        var held = await ListRequestsAsync(timeout);
+        if (!held.Any(r => r.RequestId == requestId)) return false;
+        _scheduler.Tell(new SchedulerProtocol.Cancel(requestId, Kernels.Generation.FinishReason.Cancelled, reason));
+        return true;
+    }
+
     /// <summary>Starts recording every step's routing (which sequences' rows went to which experts, per layer).</summary>
     public Task StartRoutingTraceAsync(TimeSpan? timeout = null) =>
         _scheduler.Ask<SchedulerProtocol.RoutingTraceStarted>(new SchedulerProtocol.StartRoutingTrace(), timeout ?? TimeSpan.FromSeconds(30));

@@ -10,6 +10,7 @@ using MoeServer.Actors.Cluster;
 using MoeServer.Actors.Compute;
 using MoeServer.Actors.Experts;
 using MoeServer.Actors.Generation;
+using MoeServer.Actors.Ops;
 using MoeServer.Actors.Scheduling;
 using MoeServer.Actors.Serialization;
 using MoeServer.Kernels.Config;
@@ -98,6 +99,7 @@ public static class MoeNodeHostingExtensions
             {
                 builder.WithShardRegionProxy<ExpertRegion>("experts", NodeRoles.ExpertRole, extractor);
             }
+            builder.AddOpsAgent(runtime);
             builder.WithActors((system, registry) =>
             {
                 status.Address = ((ExtendedActorSystem)system).Provider.DefaultAddress.ToString();

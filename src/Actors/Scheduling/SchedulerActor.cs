@@ -69,6 +69,7 @@ public sealed class SchedulerActor : ReceiveActor
         });
         Receive<StepResult>(OnStepDone);
         Receive<GetStats>(_ => Sender.Tell(Stats()));
+        Receive<ListRequests>(_ => Sender.Tell(new RequestList(_running.Concat(_waiting).Select(Info).ToList())));
         Receive<StartRoutingTrace>(_ =>
         {
             _runner.Trace = new Kernels.Residency.RoutingTrace(Kernels.Config.ModelArchitectureNames.ToModelType(_model.Config.Architecture), _model.Config.NumLayers, _model.Config.NumExperts);
@@ -415,6 +416,10 @@ public sealed class SchedulerActor : ReceiveActor
         foreach (var w in _drainWaiters) w.Tell(new Drained());
         _drainWaiters.Clear();
     }
+
+    private RequestInfo Info(SequenceState s) => new(s.Id,
+        !_running.Contains(s) ? "waiting" : s.Paused ? "paused" : s.IsPrefilling ? "prefilling" : "decoding",
+        s.Prompt.Length, s.Prefilled, s.Generated, s.MaxTokens, Stopwatch.GetElapsedTime(s.QueuedAt).TotalSeconds);
 
     private EngineStats Stats() => new(
         _running.Count,

@@ -34,6 +34,11 @@ public static class SchedulerProtocol
 
     public sealed record GetStats;
 
+    /// <summary>Answered with <see cref="RequestList"/>: every request the scheduler holds, running first.</summary>
+    public sealed record ListRequests;
+
+    public sealed record RequestList(IReadOnlyList<RequestInfo> Requests);
+
     /// <summary>Record every step's routing from now on (a fresh trace); answered with <see cref="RoutingTraceStarted"/>.</summary>
     public sealed record StartRoutingTrace;
 
@@ -49,6 +54,9 @@ public static class SchedulerProtocol
 
     public sealed record Drained;
 }
+
+/// <summary>One request as the scheduler sees it: state is waiting, prefilling, decoding or paused.</summary>
+public sealed record RequestInfo(string RequestId, string State, int PromptTokens, int Prefilled, int Generated, int MaxTokens, double AgeSeconds);
 
 /// <summary>A snapshot of the scheduler.</summary>
 public sealed record EngineStats(

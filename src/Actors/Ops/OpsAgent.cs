@@ -1,0 +1,88 @@
+using Akka.Actor;
+using Akka.Hosting;
+using MoeServer.Actors.Experts;
+using MoeServer.Actors.Hosting;
+using MoeServer.Kernels.Model;
+using static MoeServer.Actors.Ops.OpsProtocol;
+
+namespace MoeServer.Actors.Ops;
+
+/// <summary>
+/// One per node, at <c>/user/ops-agent</c>: reports the node (role, phase, its expert cache) and carries out expert
+/// actions on it (pin, unpin, evict) for the ops surface, which may run on another node.
+/// </summary>
+public sealed class OpsAgent : ReceiveActor
+{
+    public const string Name = "ops-agent";
+
+    public OpsAgent(MoeNodeRuntime runtime)
+    {
+        Receive<GetNodeReport>(_ => Sender.Tell(Report(runtime)));
+        Receive<ExpertAction>(m => Sender.Tell(Act(runtime, m)));
+    }
+
+    public static Props PropsFor(MoeNodeRuntime runtime) => Props.Create(() => new OpsAgent(runtime));
+
+    public static ActorSelection On(ActorSystem system, Address address) =>
+        system.ActorSelection(new RootActorPath(address) / "user" / Name);
+
+    private static NodeReport Report(MoeNodeRuntime runtime)
+    {
+        var status = runtime.Status;
+        var (ready, detail) = status.Readiness();
+        return new NodeReport(status.Address, status.Role.ToString().ToLowerInvariant(), ready ? "Ready" : status.Phase.ToString(), detail, status.Fingerprint,
+            runtime.ExpertResidency is { } r ? Residency(r) : null);
+    }
+
+    private static ResidencyReport Residency(ExpertResidency r)
+    {
+        var s = r.Stats();
+        return new ResidencyReport(r.Capacity, r.ExpertBytes, r.Options.Policy, r.Options.Tier.ToString().ToLowerInvariant(),
+            r.Resident().Select(e => e.EntityId).ToArray(), r.Pinned().Select(e => e.EntityId).ToArray(), s.Uses, s.Hits, s.HitRate,
+            s.DemandLoads, s.PrefetchLoads, s.PrefetchHits, s.Evictions, r.Counters.BytesLoaded, r.Counters.StallTime.TotalSeconds);
+    }
+
+    private static ActionDone Act(MoeNodeRuntime runtime, ExpertAction m)
+    {
+        if (runtime.ExpertResidency is not { } r) return new ActionDone(false, $"{runtime.Status.Address} hosts no experts");
+        ExpertId id;
+        try
+        {
+            id = ExpertId.Parse(m.Expert);
+        }
+        catch (FormatException ex)
+        {
+            return new ActionDone(false, ex.Message);
+        }
+        if (!r.Hosts(id)) return new ActionDone(false, $"expert {id} is not hosted on {runtime.Status.Address}");
+        try
+        {
+            switch (m.Action)
+            {
+                case "pin":
+                    r.Pin(id, "operator");
+                    return new ActionDone(true, $"expert {id} pinned on {runtime.Status.Address}");
+                case "unpin":
+                    r.Unpin(id);
+                    return new ActionDone(true, $"expert {id} unpinned on {runtime.Status.Address}");
+                case "evict":
+                    return r.Evict(id)
+                        ? new ActionDone(true, $"expert {id} evicted on {runtime.Status.Address}")
+                        : new ActionDone(false, $"expert {id} is not resident, pinned or in use on {runtime.Status.Address}: not evicted");
+                default:
+                    return new ActionDone(false, $"unknown expert action '{m.Action}' (pin, unpin or evict)");
+            }
+        }
+        catch (Exception ex)
+        {
+            return new ActionDone(false, $"expert {id} on {runtime.Status.Address}: {ex.Message}");
+        }
+    }
+}
+
+public static class OpsAgentRegistration
+{
+    /// <summary>Starts the node's ops agent.</summary>
+    public static AkkaConfigurationBuilder AddOpsAgent(this AkkaConfigurationBuilder builder, MoeNodeRuntime runtime) =>
+        builder.WithActors((system, registry) => registry.Register<OpsAgent>(system.ActorOf(OpsAgent.PropsFor(runtime), OpsAgent.Name)));
+}

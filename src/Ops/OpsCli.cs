@@ -1,0 +1,206 @@
+using System.Globalization;
+using System.Text.Json;
+using Spectre.Console;
+
+namespace MoeServer.Ops;
+
+/// <summary>
+/// moectl: <c>[--endpoint URL] [--token T] [--json] VERB...</c> against a node's ops surface. Tables for people,
+/// <c>--json</c> (the server's answer, indented) for scripts. Exit codes: 0 done, 2 usage, 3 unreachable, 4 token
+/// refused, 5 the cluster refused or does not know what was asked for.
+/// </summary>
+public static class OpsCli
+{
+    public const string DefaultEndpoint = "http://127.0.0.1:8000";
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    private static readonly (string Verb, string Help)[] Verbs =
+    [
+        ("health", "this node: role, phase, readiness, checkpoint fingerprint"),
+        ("cluster show", "members: address, status, roles, reachability, leader"),
+        ("experts placement", "which node hosts each expert, resident or not, pinned or not"),
+        ("experts cache", "per expert node: budget, resident, hit rate, loads, evictions, bytes, stall"),
+        ("experts pin L.E | unpin L.E | evict L.E", "keep an expert resident, release it, or free its weights now"),
+        ("requests list", "requests running or waiting on the gateway"),
+        ("requests cancel ID", "end a request now (finish reason cancelled)"),
+    ];
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(stdout),
+            Ansi = stdout == Console.Out && !Console.IsOutputRedirected ? AnsiSupport.Detect : AnsiSupport.No,
+            ColorSystem = stdout == Console.Out && !Console.IsOutputRedirected ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+        });
+        if (stdout != Console.Out || Console.IsOutputRedirected) console.Profile.Width = 160; // no terminal to size tables to
+        try
+        {
+            var (endpoint, token, json, verb) = Parse(args);
+            if (verb.Count == 0 || verb[0] is "help" or "--help" or "-h")
+            {
+                Usage(stdout);
+                return verb.Count == 0 ? OpsCliException.Usage : 0;
+            }
+            using var client = new OpsClient(endpoint, token, TimeSpan.FromSeconds(60));
+            var (answer, render) = await DispatchAsync(client, verb).ConfigureAwait(false);
+            if (json) await stdout.WriteLineAsync(JsonSerializer.Serialize(answer, Indented)).ConfigureAwait(false);
+            else render(console, answer);
+            return 0;
+        }
+        catch (OpsCliException ex)
+        {
+            await stderr.WriteLineAsync($"moectl: {ex.Message}").ConfigureAwait(false);
+            return ex.ExitCode;
+        }
+    }
+
+    private static (Uri Endpoint, string? Token, bool Json, List<string> Verb) Parse(string[] args)
+    {
+        string endpoint = Environment.GetEnvironmentVariable("MOECTL_ENDPOINT") is { Length: > 0 } e ? e : DefaultEndpoint;
+        string? token = Environment.GetEnvironmentVariable("MOE_OPS_TOKEN");
+        bool json = false;
+        var verb = new List<string>();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string a = args[i];
+            switch (a)
+            {
+                case "--endpoint":
+                    endpoint = i + 1 < args.Length ? args[++i] : throw new OpsCliException("--endpoint needs a URL", OpsCliException.Usage);
+                    break;
+                case "--token":
+                    token = i + 1 < args.Length ? args[++i] : throw new OpsCliException("--token needs a value", OpsCliException.Usage);
+                    break;
+                case "--json":
+                    json = true;
+                    break;
+                default:
+                    if (a.StartsWith("--", StringComparison.Ordinal) && a != "--help")
+                        throw new OpsCliException($"unknown option {a} (options: --endpoint URL, --token T, --json)", OpsCliException.Usage);
+                    verb.Add(a);
+                    break;
+            }
+        }
+        if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+            throw new OpsCliException($"--endpoint '{endpoint}' is not an http(s) URL", OpsCliException.Usage);
+        return (uri, token, json, verb);
+    }
+
+    private static void Usage(TextWriter w)
+    {
+        w.WriteLine("usage: moectl [--endpoint URL] [--token T] [--json] VERB...");
+        w.WriteLine($"  --endpoint  a node's HTTP address (default {DefaultEndpoint}, or MOECTL_ENDPOINT)");
+        w.WriteLine("  --token     the ops token (or MOE_OPS_TOKEN); without one the node serves loopback callers only");
+        w.WriteLine("  --json      print the answer as JSON");
+        w.WriteLine("verbs:");
+        foreach (var (verb, help) in Verbs) w.WriteLine($"  {verb,-42} {help}");
+    }
+
+    private static async Task<(JsonElement Answer, Action<IAnsiConsole, JsonElement> Render)> DispatchAsync(OpsClient c, List<string> v)
+    {
+        string Arg(int i, string what) => v.Count > i ? v[i] : throw new OpsCliException($"{string.Join(' ', v)}: {what} is missing", OpsCliException.Usage);
+        switch (v[0], v.Count > 1 ? v[1] : "")
+        {
+            case ("health", _):
+                return (await c.GetAsync("/ops/health").ConfigureAwait(false), RenderHealth);
+            case ("cluster", "show"):
+                return (await c.GetAsync("/ops/cluster").ConfigureAwait(false), RenderCluster);
+            case ("experts", "placement"):
+                return (await c.GetAsync("/ops/experts/placement").ConfigureAwait(false), RenderPlacement);
+            case ("experts", "cache"):
+                return (await c.GetAsync("/ops/experts/cache").ConfigureAwait(false), RenderCache);
+            case ("experts", "pin" or "unpin" or "evict"):
+                return (await c.PostAsync($"/ops/experts/{Uri.EscapeDataString(Arg(2, "the expert (layer.expert)"))}/{v[1]}").ConfigureAwait(false), RenderDone);
+            case ("requests", "list"):
+                return (await c.GetAsync("/ops/requests").ConfigureAwait(false), RenderRequests);
+            case ("requests", "cancel"):
+                return (await c.PostAsync($"/ops/requests/{Uri.EscapeDataString(Arg(2, "the request id"))}/cancel").ConfigureAwait(false), RenderDone);
+            default:
+                throw new OpsCliException($"unknown verb '{string.Join(' ', v)}'; verbs: {string.Join(", ", Verbs.Select(x => x.Verb))}", OpsCliException.Usage);
+        }
+    }
+
+    /// <summary>host:port of an Akka address (the system name and protocol are the same on every node).</summary>
+    private static string Node(string address) => address.Contains('@', StringComparison.Ordinal) ? address[(address.IndexOf('@', StringComparison.Ordinal) + 1)..] : address;
+
+    private static string S(JsonElement e, string name) => e.TryGetProperty(name, out var p) && p.ValueKind != JsonValueKind.Null
+        ? p.ValueKind == JsonValueKind.String ? p.GetString()! : p.ToString()
+        : "";
+
+    private static void RenderHealth(IAnsiConsole con, JsonElement a)
+    {
+        if (a.GetProperty("report") is { ValueKind: JsonValueKind.Object } r)
+        {
+            string phase = S(r, "phase");
+            con.MarkupLine($"[bold]{Markup.Escape(S(r, "address"))}[/] role {Markup.Escape(S(r, "role"))}: " +
+                           $"[{(phase == "Ready" ? "green" : "yellow")}]{Markup.Escape(phase)}[/] ({Markup.Escape(S(r, "detail"))})");
+            con.MarkupLine($"checkpoint {Markup.Escape(S(r, "fingerprint"))}");
+        }
+        else
+        {
+            con.MarkupLine($"[red]{Markup.Escape(S(a, "error"))}[/]");
+        }
+    }
+
+    private static void RenderCluster(IAnsiConsole con, JsonElement a)
+    {
+        var t = new Table().AddColumns("address", "status", "roles", "reachable", "");
+        foreach (var m in a.GetProperty("members").EnumerateArray())
+        {
+            bool reachable = m.GetProperty("reachable").GetBoolean();
+            string status = S(m, "status");
+            t.AddRow(Markup.Escape(S(m, "address")), status == "Up" ? $"[green]{status}[/]" : $"[yellow]{Markup.Escape(status)}[/]",
+                Markup.Escape(string.Join(",", m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()))),
+                reachable ? "yes" : "[red]no[/]",
+                string.Join(" ", new[] { m.GetProperty("self").GetBoolean() ? "self" : "", m.GetProperty("leader").GetBoolean() ? "leader" : "" }.Where(x => x.Length > 0)));
+        }
+        con.Write(t);
+    }
+
+    private static void RenderPlacement(IAnsiConsole con, JsonElement a)
+    {
+        var t = new Table().AddColumns("expert", "node", "resident", "pinned");
+        foreach (var p in a.EnumerateArray())
+        {
+            string error = S(p, "error");
+            t.AddRow(S(p, "expert"), error.Length > 0 ? $"[red]{Markup.Escape(error)}[/]" : Markup.Escape(Node(S(p, "node"))),
+                p.GetProperty("resident").GetBoolean() ? "[green]yes[/]" : "no", p.GetProperty("pinned").GetBoolean() ? "yes" : "");
+        }
+        con.Write(t);
+    }
+
+    private static void RenderCache(IAnsiConsole con, JsonElement a)
+    {
+        var t = new Table().AddColumns("node", "budget", "policy/tier", "resident", "hit rate", "uses", "loads demand/prefetch", "evictions", "MiB loaded", "stall s", "pinned");
+        foreach (var n in a.EnumerateArray())
+        {
+            if (n.GetProperty("report") is not { ValueKind: JsonValueKind.Object } r || r.GetProperty("residency") is not { ValueKind: JsonValueKind.Object } c)
+            {
+                t.AddRow(Markup.Escape(Node(S(n, "address"))), $"[red]{Markup.Escape(S(n, "error"))}[/]", "", "", "", "", "", "", "", "", "");
+                continue;
+            }
+            double hit = c.GetProperty("hitRate").GetDouble();
+            t.AddRow(Markup.Escape(Node(S(n, "address"))), S(c, "budgetExperts"), $"{S(c, "policy")}/{S(c, "tier")}",
+                c.GetProperty("resident").GetArrayLength().ToString(CultureInfo.InvariantCulture),
+                $"[{(hit >= 0.5 ? "green" : "yellow")}]{hit:P1}[/]", S(c, "uses"), $"{S(c, "demandLoads")}/{S(c, "prefetchLoads")}", S(c, "evictions"),
+                (c.GetProperty("bytesLoaded").GetDouble() / (1 << 20)).ToString("F1", CultureInfo.InvariantCulture),
+                c.GetProperty("stallSeconds").GetDouble().ToString("F3", CultureInfo.InvariantCulture),
+                string.Join(" ", c.GetProperty("pinned").EnumerateArray().Select(x => x.GetString())));
+        }
+        con.Write(t);
+    }
+
+    private static void RenderRequests(IAnsiConsole con, JsonElement a)
+    {
+        var t = new Table().AddColumns("request", "state", "prompt", "prefilled", "generated", "max tokens", "age s");
+        foreach (var r in a.EnumerateArray())
+            t.AddRow(Markup.Escape(S(r, "requestId")), S(r, "state"), S(r, "promptTokens"), S(r, "prefilled"), S(r, "generated"), S(r, "maxTokens"),
+                r.GetProperty("ageSeconds").GetDouble().ToString("F1", CultureInfo.InvariantCulture));
+        con.Write(t);
+        if (a.GetArrayLength() == 0) con.MarkupLine("[grey]no requests[/]");
+    }
+
+    private static void RenderDone(IAnsiConsole con, JsonElement a) => con.MarkupLine($"[green]{Markup.Escape(S(a, "message"))}[/]");
+}

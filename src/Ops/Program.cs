@@ -1,0 +1,3 @@
+using MoeServer.Ops;
+
+return await OpsCli.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);

@@ -1,0 +1,228 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using MoeServer.Actors.Generation;
+using MoeServer.Gateway.Ops;
+using MoeServer.Gateway.Tests;
+using MoeServer.Gateway.Tests.Support;
+using MoeServer.Kernels.Generation;
+using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Sampling;
+
+namespace MoeServer.Ops.Tests;
+
+/// <summary>moectl against a real 3-node cluster: every verb's JSON is checked against the nodes' real state.</summary>
+public sealed class MoectlTests(OpsCluster cluster) : IClassFixture<OpsCluster>
+{
+    private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
+
+    private async Task GenerateAsync(int tokens = 6)
+    {
+        using var r = await cluster.Gateway.Http.PostAsync("/v1/completions",
+            new StringContent($$"""{"prompt":"ops test","max_tokens":{{tokens}},"temperature":0}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+    }
+
+    [Fact]
+    public async Task Health_reports_the_node_it_is_pointed_at()
+    {
+        var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "health");
+        Assert.True(exit == 0, err);
+        var report = Json(output).GetProperty("report");
+        Assert.Equal(cluster.Gateway.Runtime.Status.Address, report.GetProperty("address").GetString());
+        Assert.Equal("gateway", report.GetProperty("role").GetString());
+        Assert.Equal("Ready", report.GetProperty("phase").GetString());
+        Assert.Equal(cluster.Gateway.Runtime.Status.Fingerprint, report.GetProperty("fingerprint").GetString());
+
+        (exit, output, _) = await OpsCluster.RunAsync(cluster.Expert1, "health");
+        Assert.Equal(0, exit);
+        Assert.Contains("role expert", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Cluster_show_lists_the_three_members_with_their_roles_and_the_leader()
+    {
+        var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "cluster", "show");
+        Assert.True(exit == 0, err);
+        var view = Json(output);
+        var members = view.GetProperty("members").EnumerateArray().ToList();
+        Assert.Equal(3, members.Count);
+        var byAddress = members.ToDictionary(m => m.GetProperty("address").GetString()!);
+        Assert.Contains("gateway", byAddress[cluster.Gateway.Runtime.Status.Address].GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
+        foreach (var e in cluster.ExpertNodes)
+        {
+            var m = byAddress[e.Runtime.Status.Address];
+            Assert.Contains("expert", m.GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
+            Assert.Equal("Up", m.GetProperty("status").GetString());
+            Assert.True(m.GetProperty("reachable").GetBoolean());
+        }
+        Assert.Single(members, m => m.GetProperty("self").GetBoolean());
+        Assert.Single(members, m => m.GetProperty("leader").GetBoolean());
+
+        (exit, output, _) = await OpsCluster.RunAsync(cluster.Gateway, "cluster", "show");
+        Assert.Equal(0, exit);
+        Assert.Contains(cluster.Expert2.Runtime.Status.Address, output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Experts_cache_reports_each_expert_nodes_budget_and_counters()
+    {
+        await GenerateAsync();
+        var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "experts", "cache");
+        Assert.True(exit == 0, err);
+        var nodes = Json(output).EnumerateArray().ToDictionary(n => n.GetProperty("address").GetString()!);
+        Assert.Equal(2, nodes.Count); // expert nodes only
+        long uses = 0;
+        foreach (var e in cluster.ExpertNodes)
+        {
+            var live = e.Runtime.ExpertResidency!;
+            var c = nodes[e.Runtime.Status.Address].GetProperty("report").GetProperty("residency");
+            Assert.Equal(3, c.GetProperty("budgetExperts").GetInt32());
+            Assert.Equal("lru", c.GetProperty("policy").GetString());
+            Assert.Equal(live.Resident().Select(x => x.EntityId), c.GetProperty("resident").EnumerateArray().Select(x => x.GetString()));
+            Assert.Equal(live.Stats().Uses, c.GetProperty("uses").GetInt64());
+            uses += c.GetProperty("uses").GetInt64();
+        }
+        Assert.True(uses > 0, "the generation used no experts?");
+        (exit, output, _) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "cache");
+        Assert.Equal(0, exit);
+        Assert.Contains("lru", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Experts_placement_names_the_node_that_hosts_each_expert()
+    {
+        var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "experts", "placement");
+        Assert.True(exit == 0, err);
+        var rows = Json(output).EnumerateArray().ToList();
+        var cfg = cluster.Gateway.Engine.Config;
+        Assert.Equal(Enumerable.Range(0, cfg.NumLayers).Count(cfg.IsSparseLayer) * cfg.NumExperts, rows.Count);
+        foreach (var row in rows)
+        {
+            var id = ExpertId.Parse(row.GetProperty("expert").GetString()!);
+            var host = cluster.ExpertNodes.Single(n => n.Runtime.Status.Address == row.GetProperty("node").GetString());
+            Assert.True(host.Runtime.ExpertResidency!.Hosts(id), $"{id} is not hosted on {host.Runtime.Status.Address}");
+            Assert.Equal(host.Runtime.ExpertResidency.IsResident(id), row.GetProperty("resident").GetBoolean());
+        }
+    }
+
+    [Fact]
+    public async Task Pin_keeps_an_expert_resident_evict_is_refused_while_pinned_and_frees_it_after_unpin()
+    {
+        const string expert = "1.3";
+        var id = ExpertId.Parse(expert);
+        var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "experts", "pin", expert);
+        Assert.True(exit == 0, err);
+        Assert.True(Json(output).GetProperty("ok").GetBoolean());
+        var host = cluster.ExpertNodes.Single(n => n.Runtime.ExpertResidency!.Hosts(id)).Runtime.ExpertResidency!;
+        Assert.Contains(id, host.Pinned());
+        Assert.True(host.IsResident(id));
+        await GenerateAsync(12); // other experts come and go; the pinned one stays
+        Assert.True(host.IsResident(id));
+
+        (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "evict", expert);
+        Assert.Equal(OpsCliException.Refused, exit);
+        Assert.Contains("not evicted", err, StringComparison.Ordinal);
+
+        (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "unpin", expert);
+        Assert.True(exit == 0, err);
+        Assert.DoesNotContain(id, host.Pinned());
+        (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "evict", expert);
+        Assert.True(exit == 0, err);
+        Assert.Contains("evicted", output, StringComparison.Ordinal);
+        Assert.False(host.IsResident(id));
+    }
+
+    [Fact]
+    public async Task Unknown_experts_and_verbs_are_clear_errors()
+    {
+        var (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "pin", "9.0");
+        Assert.Equal(OpsCliException.Refused, exit);
+        Assert.Contains("does not exist", err, StringComparison.Ordinal);
+        (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "pin", "seven");
+        Assert.Equal(OpsCliException.Refused, exit);
+        Assert.Contains("layer", err, StringComparison.Ordinal);
+        (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "cluster", "explode");
+        Assert.Equal(OpsCliException.Usage, exit);
+        Assert.Contains("unknown verb", err, StringComparison.Ordinal);
+        (exit, _, err) = await OpsCluster.RunAsync(cluster.Expert1, "requests", "list");
+        Assert.Equal(OpsCliException.Refused, exit);
+        Assert.Contains("runs no gateway", err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Requests_list_shows_a_running_generation_and_cancel_ends_it()
+    {
+        var engine = cluster.Gateway.Engine;
+        var noEos = engine.Config.EosTokenIds.ToDictionary(e => e, _ => -100f);
+        var stream = await engine.SubmitAsync(new GenerationRequest("ops-long", [5, 6, 7],
+            SamplingParams.Greedy with { MaxTokens = engine.Config.MaxPositionEmbeddings - 8, LogitBias = noEos }));
+        JsonElement row = default;
+        for (int i = 0; i < 100 && row.ValueKind == JsonValueKind.Undefined; i++)
+        {
+            var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "requests", "list");
+            Assert.True(exit == 0, err);
+            row = Json(output).EnumerateArray().FirstOrDefault(r => r.GetProperty("requestId").GetString() == "ops-long");
+        }
+        Assert.Equal(JsonValueKind.Object, row.ValueKind);
+        Assert.Equal(3, row.GetProperty("promptTokens").GetInt32());
+        Assert.Contains(row.GetProperty("state").GetString(), new[] { "waiting", "prefilling", "decoding", "paused" });
+
+        var (code, said, e2) = await OpsCluster.RunAsync(cluster.Gateway, "requests", "cancel", "ops-long");
+        Assert.True(code == 0, e2);
+        Assert.Contains("cancelled", said, StringComparison.Ordinal);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var (_, final, tokens) = await stream.CollectAsync(timeout.Token);
+        Assert.Equal(FinishReason.Cancelled, final.FinishReason);
+        Assert.True(tokens.Count < engine.Config.MaxPositionEmbeddings - 8);
+
+        (code, _, e2) = await OpsCluster.RunAsync(cluster.Gateway, "requests", "cancel", "ops-long");
+        Assert.Equal(OpsCliException.Refused, code);
+        Assert.Contains("no request ops-long", e2, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_unreachable_endpoint_is_a_clear_error()
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int exit = await OpsCli.RunAsync(["--endpoint", "http://127.0.0.1:1", "health"], stdout, stderr);
+        Assert.Equal(OpsCliException.Unreachable, exit);
+        Assert.Contains("cannot reach http://127.0.0.1:1", stderr.ToString(), StringComparison.Ordinal);
+    }
+}
+
+/// <summary>Who may use the ops surface.</summary>
+public sealed class OpsAccessTests
+{
+    [Fact]
+    public async Task With_a_token_configured_calls_without_it_or_with_another_are_refused()
+    {
+        await using var node = await GatewayServer.StartAsync(TinyModel.Dir, """moe.ops.token = "s3cret-ops" """);
+        var (exit, _, err) = await OpsCluster.RunAsync(node, "health");
+        Assert.Equal(OpsCliException.Unauthorized, exit);
+        Assert.Contains("needs a token", err, StringComparison.Ordinal);
+        (exit, _, err) = await OpsCluster.RunAsync(node, "--token", "wrong", "health");
+        Assert.Equal(OpsCliException.Unauthorized, exit);
+        Assert.Contains("refused", err, StringComparison.Ordinal);
+        (exit, _, err) = await OpsCluster.RunAsync(node, "--token", "s3cret-ops", "health");
+        Assert.True(exit == 0, err);
+        // The OpenAI API is not behind the ops token.
+        Assert.Equal(HttpStatusCode.OK, (await node.Http.GetAsync("/v1/models")).StatusCode);
+    }
+
+    [Fact]
+    public void Without_a_token_only_loopback_callers_are_served()
+    {
+        var none = new OpsOptions();
+        Assert.Null(OpsAccess.Refusal(none, "", IPAddress.Loopback));
+        Assert.Null(OpsAccess.Refusal(none, "", IPAddress.IPv6Loopback));
+        var refused = OpsAccess.Refusal(none, "", IPAddress.Parse("10.1.2.3"));
+        Assert.NotNull(refused);
+        Assert.Equal(403, refused.Value.Status);
+        Assert.Contains("loopback", refused.Value.Message, StringComparison.Ordinal);
+        var withToken = new OpsOptions { Token = "t" };
+        Assert.Null(OpsAccess.Refusal(withToken, "Bearer t", IPAddress.Parse("10.1.2.3")));
+        Assert.Equal(401, OpsAccess.Refusal(withToken, "Bearer x", IPAddress.Loopback)!.Value.Status);
+    }
+}

@@ -1,0 +1,44 @@
+using MoeServer.Actors.Hosting;
+using MoeServer.Gateway.Tests;
+using MoeServer.Gateway.Tests.Support;
+
+namespace MoeServer.Ops.Tests;
+
+/// <summary>A real 3-node cluster for the ops tests: a gateway and two expert nodes (three ActorSystems on loopback TCP,
+/// each with its own Kestrel on 127.0.0.1), expert nodes keeping at most 3 experts resident.</summary>
+public sealed class OpsCluster : IAsyncLifetime
+{
+    public const string ExpertHocon = "moe.experts.residency { budget = 3, policy = lru }";
+
+    public GatewayServer Gateway { get; private set; } = null!;
+    public GatewayServer Expert1 { get; private set; } = null!;
+    public GatewayServer Expert2 { get; private set; } = null!;
+    public IEnumerable<GatewayServer> ExpertNodes => [Expert1, Expert2];
+
+    public async Task InitializeAsync()
+    {
+        Gateway = await GatewayServer.StartAsync(TinyModel.Dir, null, NodeRole.Gateway, waitReady: false);
+        var e1 = GatewayServer.StartAsync(TinyModel.Dir, ExpertHocon, NodeRole.Expert, Gateway.SeedNode, waitReady: false);
+        var e2 = GatewayServer.StartAsync(TinyModel.Dir, ExpertHocon, NodeRole.Expert, Gateway.SeedNode, waitReady: false);
+        Expert1 = await e1;
+        Expert2 = await e2;
+        await Gateway.WaitReadyAsync();
+        await Expert1.WaitReadyAsync();
+        await Expert2.WaitReadyAsync();
+    }
+
+    /// <summary>moectl in-process against <paramref name="node"/>: exit code, stdout, stderr.</summary>
+    public static async Task<(int Exit, string Out, string Err)> RunAsync(GatewayServer node, params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int exit = await OpsCli.RunAsync(["--endpoint", node.BaseAddress.ToString(), .. args], stdout, stderr);
+        return (exit, stdout.ToString(), stderr.ToString());
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var n in new[] { Expert1, Expert2, Gateway })
+            if (n is not null) await n.DisposeAsync();
+    }
+}

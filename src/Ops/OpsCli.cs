@@ -22,6 +22,13 @@ public static class OpsCli
         ("experts placement", "which node hosts each expert, resident or not, pinned or not"),
         ("experts cache", "per expert node: budget, resident, hit rate, loads, evictions, bytes, stall"),
         ("experts pin L.E | unpin L.E | evict L.E", "keep an expert resident, release it, or free its weights now"),
+        ("experts stats", "tokens routed per expert and layer (all gateways), as a heat table"),
+        ("experts disable L.E | enable L.E", "route no new request to the expert, cluster-wide (or again)"),
+        ("cluster leave ADDR | down ADDR | join ADDR", "a member leaves gracefully, is marked down, or this node joins ADDR"),
+        ("cluster down-unreachable", "mark every unreachable member down"),
+        ("sharding regions", "the nodes hosting a region of the expert shards"),
+        ("sharding region-stats | shard-stats", "per region: shards and entities; per shard: entities"),
+        ("sharding locate L.E", "the shard and node of an expert entity"),
         ("requests list", "requests running or waiting on the gateway"),
         ("requests cancel ID", "end a request now (finish reason cancelled)"),
     ];
@@ -113,6 +120,22 @@ public static class OpsCli
                 return (await c.GetAsync("/ops/experts/cache").ConfigureAwait(false), RenderCache);
             case ("experts", "pin" or "unpin" or "evict"):
                 return (await c.PostAsync($"/ops/experts/{Uri.EscapeDataString(Arg(2, "the expert (layer.expert)"))}/{v[1]}").ConfigureAwait(false), RenderDone);
+            case ("experts", "stats"):
+                return (await c.GetAsync("/ops/experts/stats").ConfigureAwait(false), RenderStats);
+            case ("experts", "disable" or "enable"):
+                return (await c.PostAsync($"/ops/experts/{Uri.EscapeDataString(Arg(2, "the expert (layer.expert)"))}/{v[1]}").ConfigureAwait(false), RenderDone);
+            case ("cluster", "leave" or "down" or "join"):
+                return (await c.PostAsync($"/ops/cluster/{v[1]}?address={Uri.EscapeDataString(Arg(2, "the member address (akka.tcp://moe@HOST:PORT)"))}").ConfigureAwait(false), RenderDone);
+            case ("cluster", "down-unreachable"):
+                return (await c.PostAsync("/ops/cluster/down-unreachable").ConfigureAwait(false), RenderDone);
+            case ("sharding", "regions"):
+                return (await c.GetAsync("/ops/sharding/regions").ConfigureAwait(false), RenderRegions);
+            case ("sharding", "region-stats"):
+                return (await c.GetAsync("/ops/sharding/stats").ConfigureAwait(false), RenderRegionStats);
+            case ("sharding", "shard-stats"):
+                return (await c.GetAsync("/ops/sharding/stats").ConfigureAwait(false), RenderShardStats);
+            case ("sharding", "locate"):
+                return (await c.GetAsync($"/ops/sharding/locate/{Uri.EscapeDataString(Arg(2, "the expert entity (layer.expert)"))}").ConfigureAwait(false), RenderLocate);
             case ("requests", "list"):
                 return (await c.GetAsync("/ops/requests").ConfigureAwait(false), RenderRequests);
             case ("requests", "cancel"):
@@ -201,6 +224,55 @@ public static class OpsCli
         con.Write(t);
         if (a.GetArrayLength() == 0) con.MarkupLine("[grey]no requests[/]");
     }
+
+    private static void RenderStats(IAnsiConsole con, JsonElement a)
+    {
+        var routed = a.GetProperty("routed").EnumerateArray().Select(l => l.EnumerateArray().Select(x => x.GetInt64()).ToArray()).ToArray();
+        var disabled = a.GetProperty("disabled").EnumerateArray().Select(x => x.GetString()).ToHashSet();
+        int experts = routed.Length == 0 ? 0 : routed[0].Length;
+        var t = new Table().AddColumn("layer");
+        for (int e = 0; e < experts; e++) t.AddColumn(new TableColumn(e.ToString(CultureInfo.InvariantCulture)).RightAligned());
+        for (int l = 0; l < routed.Length; l++)
+        {
+            long total = Math.Max(1, routed[l].Sum());
+            var cells = new List<string> { l.ToString(CultureInfo.InvariantCulture) };
+            for (int e = 0; e < experts; e++)
+            {
+                double share = (double)routed[l][e] / total;
+                string colour = share >= 2.0 / experts ? "red" : share >= 1.0 / experts ? "yellow" : share > 0 ? "green" : "grey";
+                string cell = $"[{colour}]{routed[l][e]}[/]";
+                cells.Add(disabled.Contains($"{l}.{e}") ? cell + " [grey](off)[/]" : cell);
+            }
+            t.AddRow(cells.ToArray());
+        }
+        con.Write(t);
+        con.MarkupLine("[grey]tokens routed per expert (prefill and decode), all gateways; red: twice the even share or more[/]");
+    }
+
+    private static void RenderRegions(IAnsiConsole con, JsonElement a)
+    {
+        foreach (var r in a.GetProperty("regions").EnumerateArray()) con.WriteLine(r.GetString() ?? "");
+    }
+
+    private static void RenderRegionStats(IAnsiConsole con, JsonElement a)
+    {
+        var t = new Table().AddColumns("region", "shards", "entities", "failed shards");
+        foreach (var r in a.EnumerateArray())
+            t.AddRow(Markup.Escape(S(r, "region")), S(r, "shards"), S(r, "entities"), string.Join(" ", r.GetProperty("failed").EnumerateArray().Select(x => x.GetString())));
+        con.Write(t);
+    }
+
+    private static void RenderShardStats(IAnsiConsole con, JsonElement a)
+    {
+        var t = new Table().AddColumns("region", "shard", "entities");
+        foreach (var r in a.EnumerateArray())
+            foreach (var shard in r.GetProperty("perShard").EnumerateObject())
+                t.AddRow(Markup.Escape(Node(S(r, "region"))), shard.Name, shard.Value.ToString());
+        con.Write(t);
+    }
+
+    private static void RenderLocate(IAnsiConsole con, JsonElement a) =>
+        con.MarkupLine($"expert {Markup.Escape(S(a, "entity"))}: shard {Markup.Escape(S(a, "shard"))} on {Markup.Escape(S(a, "node"))}");
 
     private static void RenderDone(IAnsiConsole con, JsonElement a) => con.MarkupLine($"[green]{Markup.Escape(S(a, "message"))}[/]");
 }

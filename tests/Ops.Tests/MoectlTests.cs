@@ -226,3 +226,184 @@ public sealed class OpsAccessTests
         Assert.Equal(401, OpsAccess.Refusal(withToken, "Bearer x", IPAddress.Loopback)!.Value.Status);
     }
 }
+
+/// <summary>Routing statistics, cluster-wide expert switches and the sharding verbs, on the shared cluster.</summary>
+public sealed class MoectlExpertsAndShardingTests(OpsCluster cluster) : IClassFixture<OpsCluster>
+{
+    private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
+
+    [Fact]
+    public async Task Experts_stats_are_the_tokens_the_gateway_routed_per_layer_and_expert()
+    {
+        using (var r = await cluster.Gateway.Http.PostAsync("/v1/completions",
+                   new StringContent("""{"prompt":"count the routing","max_tokens":5,"temperature":0}""", Encoding.UTF8, "application/json")))
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "experts", "stats");
+        Assert.True(exit == 0, err);
+        var routed = Json(output).GetProperty("routed").EnumerateArray().Select(l => l.EnumerateArray().Select(x => x.GetInt64()).ToArray()).ToArray();
+        var g = cluster.Gateway.Engine.Gauges;
+        for (int l = 0; l < g.NumLayers; l++)
+            for (int e = 0; e < g.NumExperts; e++)
+                Assert.Equal(g.RoutedTokens(l, e), routed[l][e]);
+        Assert.True(routed.Sum(l => l.Sum()) > 0);
+        (exit, output, _) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "stats");
+        Assert.Equal(0, exit);
+        Assert.Contains("tokens routed per expert", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Disabling_an_expert_keeps_new_requests_off_it_until_it_is_enabled_again()
+    {
+        var engine = cluster.Gateway.Engine;
+        int[] prompt = [11, 12, 13, 14];
+        async Task<HashSet<int>> Layer0ExpertsAsync()
+        {
+            var stream = await engine.SubmitAsync(new GenerationRequest($"disable-{Guid.NewGuid():N}", prompt, SamplingParams.Greedy with { MaxTokens = 6 }));
+            var used = new HashSet<int>();
+            await foreach (var chunk in stream)
+                if (chunk.ExpertsByLayer is { } byLayer) used.UnionWith(byLayer[0]);
+            return used;
+        }
+        var before = await Layer0ExpertsAsync();
+        int victim = before.Min();
+        string expert = $"0.{victim}";
+        try
+        {
+            var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "disable", expert);
+            Assert.True(exit == 0, err);
+            Assert.Contains("disabled", output, StringComparison.Ordinal);
+            Assert.Contains(new ExpertId(0, victim), engine.DisabledExperts);
+            var after = await Layer0ExpertsAsync();
+            Assert.DoesNotContain(victim, after);
+            (exit, output, _) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "experts", "stats");
+            Assert.Contains(expert, Json(output).GetProperty("disabled").EnumerateArray().Select(x => x.GetString()));
+        }
+        finally
+        {
+            var (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "enable", expert);
+            Assert.True(exit == 0, err);
+        }
+        Assert.Empty(engine.DisabledExperts);
+        Assert.Equal(before, await Layer0ExpertsAsync());
+    }
+
+    [Fact]
+    public async Task Disabling_so_many_experts_that_a_token_has_too_few_left_is_refused()
+    {
+        var cfg = cluster.Gateway.Engine.Config;
+        var done = new List<string>();
+        try
+        {
+            int exit = 0;
+            string err = "";
+            for (int e = 0; e < cfg.NumExperts && exit == 0; e++)
+            {
+                string id = $"{cfg.NumLayers - 1}.{e}";
+                (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "disable", id);
+                if (exit == 0) done.Add(id);
+            }
+            Assert.Equal(OpsCliException.Refused, exit);
+            Assert.Contains("fewer than", err, StringComparison.Ordinal);
+            Assert.Equal(cfg.NumExperts - cfg.NumExpertsPerToken, done.Count);
+        }
+        finally
+        {
+            foreach (var e in done) await OpsCluster.RunAsync(cluster.Gateway, "experts", "enable", e);
+        }
+        Assert.Empty(cluster.Gateway.Engine.DisabledExperts);
+    }
+
+    [Fact]
+    public async Task Sharding_verbs_report_the_expert_regions_their_entities_and_where_one_lives()
+    {
+        var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "sharding", "regions");
+        Assert.True(exit == 0, err);
+        var regions = Json(output).GetProperty("regions").EnumerateArray().Select(r => r.GetString()).ToHashSet();
+        Assert.Equal(cluster.ExpertNodes.Select(n => n.Runtime.Status.Address).ToHashSet(), regions);
+
+        (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "sharding", "shard-stats");
+        Assert.True(exit == 0, err);
+        var stats = Json(output).EnumerateArray().ToList();
+        var cfg = cluster.Gateway.Engine.Config;
+        Assert.Equal(Enumerable.Range(0, cfg.NumLayers).Count(cfg.IsSparseLayer) * cfg.NumExperts, stats.Sum(r => r.GetProperty("entities").GetInt32()));
+        foreach (var r in stats)
+        {
+            var node = cluster.ExpertNodes.Single(n => n.Runtime.Status.Address == r.GetProperty("region").GetString());
+            int hosted = ExpertIdsHostedBy(node).Count;
+            Assert.Equal(hosted, r.GetProperty("entities").GetInt32());
+        }
+        (exit, output, _) = await OpsCluster.RunAsync(cluster.Gateway, "sharding", "region-stats");
+        Assert.Equal(0, exit);
+
+        var probe = new ExpertId(cfg.NumLayers - 1, cfg.NumExperts - 1);
+        (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "sharding", "locate", probe.EntityId);
+        Assert.True(exit == 0, err);
+        var located = Json(output);
+        var host = cluster.ExpertNodes.Single(n => n.Runtime.ExpertResidency!.Hosts(probe));
+        Assert.Equal(host.Runtime.Status.Address, located.GetProperty("node").GetString());
+        Assert.False(string.IsNullOrEmpty(located.GetProperty("shard").GetString()));
+    }
+
+    private static List<ExpertId> ExpertIdsHostedBy(GatewayServer node)
+    {
+        var cfg = node.Runtime.Config;
+        return Enumerable.Range(0, cfg.NumLayers).SelectMany(l => Enumerable.Range(0, cfg.NumExperts).Select(e => new ExpertId(l, e)))
+            .Where(node.Runtime.ExpertResidency!.Hosts).ToList();
+    }
+
+    [Fact]
+    public async Task Cluster_actions_on_unknown_members_are_refused_and_down_unreachable_says_when_nothing_is()
+    {
+        var (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "cluster", "leave", "akka.tcp://moe@127.0.0.1:1");
+        Assert.Equal(OpsCliException.Refused, exit);
+        Assert.Contains("is not a member", err, StringComparison.Ordinal);
+        (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "cluster", "down", "not an address");
+        Assert.Equal(OpsCliException.Refused, exit);
+        Assert.Contains("not an Akka address", err, StringComparison.Ordinal);
+        (exit, var output, err) = await OpsCluster.RunAsync(cluster.Gateway, "cluster", "down-unreachable");
+        Assert.True(exit == 0, err);
+        Assert.Contains("no member is unreachable", output, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>Membership changes get their own cluster (they take nodes away).</summary>
+public sealed class MoectlMembershipTests
+{
+    [Fact]
+    public async Task Cluster_leave_of_an_expert_node_moves_its_shards_and_generation_keeps_working()
+    {
+        var cluster = new OpsCluster();
+        await cluster.InitializeAsync();
+        try
+        {
+            string leaving = cluster.Expert2.Runtime.Status.Address;
+            var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "cluster", "leave", leaving);
+            Assert.True(exit == 0, err);
+            Assert.Contains("asked to leave", output, StringComparison.Ordinal);
+
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (true)
+            {
+                (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "cluster", "show");
+                Assert.True(exit == 0, err);
+                if (!JsonDocument.Parse(output).RootElement.GetProperty("members").EnumerateArray().Any(m => m.GetProperty("address").GetString() == leaving)) break;
+                Assert.True(DateTime.UtcNow < deadline, $"{leaving} is still a member: {output}");
+                await Task.Delay(500);
+            }
+            using (var r = await cluster.Gateway.Http.PostAsync("/v1/completions",
+                       new StringContent("""{"prompt":"after the leave","max_tokens":6,"temperature":0}""", Encoding.UTF8, "application/json")))
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "sharding", "shard-stats");
+            Assert.True(exit == 0, err);
+            var regions = JsonDocument.Parse(output).RootElement.EnumerateArray().ToList();
+            var cfg = cluster.Gateway.Engine.Config;
+            var remaining = Assert.Single(regions);
+            Assert.Equal(cluster.Expert1.Runtime.Status.Address, remaining.GetProperty("region").GetString());
+            Assert.Equal(cfg.NumLayers * cfg.NumExperts, remaining.GetProperty("entities").GetInt32());
+        }
+        finally
+        {
+            await cluster.DisposeAsync();
+        }
+    }
+}

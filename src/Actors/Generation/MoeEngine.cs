@@ -2,6 +2,7 @@ using System.Threading.Channels;
 using Akka.Actor;
 using MoeServer.Actors.Scheduling;
 using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Model;
 using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Actors.Generation;
@@ -76,6 +77,40 @@ public sealed class MoeEngine
     /// <summary>The scheduler's counters. It answers between steps, so the default timeout allows for long prefill steps.</summary>
     public Task<EngineStats> GetStatsAsync(TimeSpan? timeout = null) =>
         _scheduler.Ask<EngineStats>(new SchedulerProtocol.GetStats(), timeout ?? TimeSpan.FromSeconds(30));
+
+    private readonly object _disabledGate = new();
+    private readonly HashSet<ExpertId> _disabled = [];
+
+    /// <summary>Experts an operator disabled for new requests on this gateway.</summary>
+    public IReadOnlyList<ExpertId> DisabledExperts
+    {
+        get
+        {
+            lock (_disabledGate) return _disabled.OrderBy(e => e.Layer).ThenBy(e => e.Expert).ToList();
+        }
+    }
+
+    /// <summary>Disables (or enables again) an expert for every new request (MoTE); refuses to leave a layer with fewer
+    /// enabled experts than a token needs.</summary>
+    public async Task SetExpertEnabledAsync(ExpertId expert, bool enabled, TimeSpan? timeout = null)
+    {
+        HashSet<(int, int)> next;
+        lock (_disabledGate)
+        {
+            var candidate = new HashSet<ExpertId>(_disabled);
+            if (enabled) candidate.Remove(expert);
+            else candidate.Add(expert);
+            var asOverride = new RoutingOverride(null, candidate.Select(e => (e.Layer, e.Expert)).ToHashSet());
+            if (asOverride.GetValidationErrors(Config) is { Count: > 0 } errors) throw new ArgumentException(string.Join("; ", errors));
+            int left = Config.NumExperts - candidate.Count(e => e.Layer == expert.Layer);
+            if (left < Config.NumExpertsPerToken)
+                throw new ArgumentException($"disabling {expert} would leave layer {expert.Layer} with {left} enabled experts, fewer than the {Config.NumExpertsPerToken} each token needs");
+            _disabled.Clear();
+            _disabled.UnionWith(candidate);
+            next = _disabled.Select(e => (e.Layer, e.Expert)).ToHashSet();
+        }
+        await _scheduler.Ask<SchedulerProtocol.DisabledExpertsSet>(new SchedulerProtocol.SetDisabledExperts(next), timeout ?? TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+    }
 
     /// <summary>Every request the scheduler holds (running first, then waiting).</summary>
     public async Task<IReadOnlyList<RequestInfo>> ListRequestsAsync(TimeSpan? timeout = null) =>

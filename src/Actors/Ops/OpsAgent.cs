@@ -19,6 +19,12 @@ public sealed class OpsAgent : ReceiveActor
     {
         Receive<GetNodeReport>(_ => Sender.Tell(Report(runtime)));
         Receive<ExpertAction>(m => Sender.Tell(Act(runtime, m)));
+        Receive<GetRoutingStats>(_ => Sender.Tell(Routing(runtime)));
+        ReceiveAsync<SetExpertEnabled>(async m =>
+        {
+            var sender = Sender;
+            sender.Tell(await SetEnabledAsync(runtime, m).ConfigureAwait(false));
+        });
     }
 
     public static Props PropsFor(MoeNodeRuntime runtime) => Props.Create(() => new OpsAgent(runtime));
@@ -40,6 +46,29 @@ public sealed class OpsAgent : ReceiveActor
         return new ResidencyReport(r.Capacity, r.ExpertBytes, r.Options.Policy, r.Options.Tier.ToString().ToLowerInvariant(),
             r.Resident().Select(e => e.EntityId).ToArray(), r.Pinned().Select(e => e.EntityId).ToArray(), s.Uses, s.Hits, s.HitRate,
             s.DemandLoads, s.PrefetchLoads, s.PrefetchHits, s.Evictions, r.Counters.BytesLoaded, r.Counters.StallTime.TotalSeconds);
+    }
+
+    private static RoutingStats Routing(MoeNodeRuntime runtime)
+    {
+        if (runtime.Engine is not { } engine) return new RoutingStats(runtime.Status.Address, [], []);
+        var g = engine.Gauges;
+        var routed = Enumerable.Range(0, g.NumLayers).Select(l => Enumerable.Range(0, g.NumExperts).Select(e => g.RoutedTokens(l, e)).ToArray()).ToArray();
+        return new RoutingStats(runtime.Status.Address, routed, engine.DisabledExperts.Select(e => e.EntityId).ToArray());
+    }
+
+    private static async Task<ActionDone> SetEnabledAsync(MoeNodeRuntime runtime, SetExpertEnabled m)
+    {
+        if (runtime.Engine is not { } engine) return new ActionDone(false, $"{runtime.Status.Address} runs no gateway");
+        try
+        {
+            var id = ExpertId.Parse(m.Expert);
+            await engine.SetExpertEnabledAsync(id, m.Enabled).ConfigureAwait(false);
+            return new ActionDone(true, $"expert {id} {(m.Enabled ? "enabled" : "disabled")} for new requests on {runtime.Status.Address}");
+        }
+        catch (Exception ex) when (ex is FormatException or ArgumentException)
+        {
+            return new ActionDone(false, ex.Message);
+        }
     }
 
     private static ActionDone Act(MoeNodeRuntime runtime, ExpertAction m)

@@ -21,4 +21,14 @@ public static class OpsProtocol
     public sealed record ExpertAction(string Action, string Expert) : IOpsMessage;
 
     public sealed record ActionDone(bool Ok, string Message) : IOpsMessage;
+
+    /// <summary>To every gateway: route no new request to this expert (or again); answered with <see cref="ActionDone"/>.</summary>
+    public sealed record SetExpertEnabled(string Expert, bool Enabled) : IOpsMessage;
+
+    /// <summary>Answered with <see cref="RoutingStats"/> by gateway nodes (others answer with empty stats).</summary>
+    public sealed record GetRoutingStats : IOpsMessage;
+
+    /// <summary>Tokens the gate routed to each expert ([layer][expert], prefill and decode) and the experts disabled
+    /// for new requests.</summary>
+    public sealed record RoutingStats(string Address, long[][] Routed, string[] Disabled) : IOpsMessage;
 }

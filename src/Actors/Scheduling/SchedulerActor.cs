@@ -34,6 +34,7 @@ public sealed class SchedulerActor : ReceiveActor
     private readonly long _kvBytesPerToken;
     private readonly StepTimings _totals = new();
     private long _kvReserved;
+    private IReadOnlySet<(int Layer, int Expert)> _disabled = new HashSet<(int, int)>();
     private long _stepId;
     private bool _stepInFlight;
     private bool _draining;
@@ -69,6 +70,11 @@ public sealed class SchedulerActor : ReceiveActor
         });
         Receive<StepResult>(OnStepDone);
         Receive<GetStats>(_ => Sender.Tell(Stats()));
+        Receive<SetDisabledExperts>(m =>
+        {
+            _disabled = m.Disabled;
+            Sender.Tell(new DisabledExpertsSet());
+        });
         Receive<ListRequests>(_ => Sender.Tell(new RequestList(_running.Concat(_waiting).Select(Info).ToList())));
         Receive<StartRoutingTrace>(_ =>
         {
@@ -112,6 +118,19 @@ public sealed class SchedulerActor : ReceiveActor
         {
             m.Generation.Tell(new Rejected(req.RequestId, RejectionKind.Invalid, $"request id {req.RequestId} is already in use"));
             return;
+        }
+        if (_disabled.Count > 0)
+        {
+            // Operators' disabled experts join the request's own (MoTE); running requests keep their routing.
+            var merged = new Kernels.Model.RoutingOverride(req.Routing?.TopKExperts,
+                (req.Routing?.DisabledExperts ?? new HashSet<(int, int)>()).Union(_disabled).ToHashSet());
+            if (merged.GetValidationErrors(_model.Config) is { Count: > 0 } errors)
+            {
+                m.Generation.Tell(new Rejected(req.RequestId, RejectionKind.Invalid,
+                    string.Join("; ", errors) + " (with the experts an operator disabled: " + string.Join(", ", _disabled.Select(d => $"{d.Layer}.{d.Expert}")) + ")"));
+                return;
+            }
+            req = req with { Routing = merged };
         }
         int ctx = _model.Config.MaxPositionEmbeddings;
         int prompt = req.PromptTokens.Count;

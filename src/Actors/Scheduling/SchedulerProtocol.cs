@@ -34,6 +34,12 @@ public static class SchedulerProtocol
 
     public sealed record GetStats;
 
+    /// <summary>Experts no new request may be routed to (set by operators, on every gateway); answered with
+    /// <see cref="DisabledExpertsSet"/>.</summary>
+    public sealed record SetDisabledExperts(IReadOnlySet<(int Layer, int Expert)> Disabled);
+
+    public sealed record DisabledExpertsSet;
+
     /// <summary>Answered with <see cref="RequestList"/>: every request the scheduler holds, running first.</summary>
     public sealed record ListRequests;
 

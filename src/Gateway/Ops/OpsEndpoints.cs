@@ -30,6 +30,11 @@ internal static class OpsEndpoints
             Results.Json(await AskAllAsync(system, NodeRoles.ExpertRole, o.AskTimeout).ConfigureAwait(false)));
         ops.MapGet("/experts/placement", PlacementAsync);
         ops.MapPost("/experts/{expert}/{action}", ExpertActionAsync);
+        ops.MapGet("/experts/stats", StatsAsync);
+        ops.MapPost("/cluster/{action}", ClusterActionAsync);
+        ops.MapGet("/sharding/regions", RegionsAsync);
+        ops.MapGet("/sharding/stats", ShardingStatsAsync);
+        ops.MapGet("/sharding/locate/{entity}", LocateAsync);
         ops.MapGet("/requests", async (MoeNodeRuntime runtime) => runtime.Engine is { } engine
             ? Results.Json(await engine.ListRequestsAsync().ConfigureAwait(false))
             : NotGateway(runtime));
@@ -108,8 +113,8 @@ internal static class OpsEndpoints
 
     private static async Task<IResult> ExpertActionAsync(string expert, string action, MoeNodeRuntime runtime, ActorSystem system, OpsOptions o)
     {
-        if (action is not ("pin" or "unpin" or "evict"))
-            return OpsResults.Error(StatusCodes.Status400BadRequest, "unknown_action", $"unknown expert action '{action}' (pin, unpin or evict)");
+        if (action is not ("pin" or "unpin" or "evict" or "disable" or "enable"))
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "unknown_action", $"unknown expert action '{action}' (pin, unpin, evict, disable or enable)");
         ExpertId id;
         try
         {
@@ -122,6 +127,27 @@ internal static class OpsEndpoints
         if (!ExpertPinger.AllExperts(runtime.Config).Contains(id))
             return OpsResults.Error(StatusCodes.Status404NotFound, "unknown_expert",
                 $"expert {id} does not exist: the model has {runtime.Config.NumLayers} layers of {runtime.Config.NumExperts} experts (sparse layers only)");
+        if (action is "disable" or "enable")
+        {
+            // Cluster-wide: every gateway routes new requests without (or with) the expert.
+            var gateways = Cluster.Get(system).State.Members.Where(m => m.Status == MemberStatus.Up && m.HasRole(NodeRoles.GatewayRole)).ToList();
+            var answers = await Task.WhenAll(gateways.Select(async m =>
+            {
+                try
+                {
+                    return await OpsAgent.On(system, m.Address).Ask<OpsProtocol.ActionDone>(new OpsProtocol.SetExpertEnabled(id.EntityId, action == "enable"), o.AskTimeout)
+                        .ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+                {
+                    return new OpsProtocol.ActionDone(false, $"{m.Address} did not answer within {o.AskTimeout.TotalSeconds:0.#} s");
+                }
+            })).ConfigureAwait(false);
+            var failed = answers.Where(a => !a.Ok).ToList();
+            return failed.Count == 0
+                ? Results.Json(new OpsProtocol.ActionDone(true, $"expert {id} {action}d for new requests on {answers.Length} gateway(s)"))
+                : OpsResults.Error(StatusCodes.Status409Conflict, "action_refused", string.Join("; ", failed.Select(f => f.Message)));
+        }
         var (node, error) = await PingAsync(runtime, id, o.AskTimeout).ConfigureAwait(false);
         if (node is null) return OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "expert_unavailable", error ?? $"expert {id} is not hosted anywhere");
         try
@@ -134,5 +160,101 @@ internal static class OpsEndpoints
         {
             return OpsResults.Error(StatusCodes.Status504GatewayTimeout, "node_timeout", $"{node} did not answer within {o.AskTimeout.TotalSeconds:0.#} s");
         }
+    }
+
+    /// <summary>Tokens routed per expert and layer, summed over every gateway, and the experts disabled.</summary>
+    private static async Task<IResult> StatsAsync(ActorSystem system, OpsOptions o)
+    {
+        var gateways = Cluster.Get(system).State.Members.Where(m => m.Status == MemberStatus.Up && m.HasRole(NodeRoles.GatewayRole)).ToList();
+        var stats = await Task.WhenAll(gateways.Select(m => OpsAgent.On(system, m.Address)
+            .Ask<OpsProtocol.RoutingStats>(new OpsProtocol.GetRoutingStats(), o.AskTimeout))).ConfigureAwait(false);
+        var withData = stats.Where(s => s.Routed.Length > 0).ToList();
+        if (withData.Count == 0) return OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "no_gateway", "no gateway node is up to report routing");
+        int layers = withData[0].Routed.Length, experts = withData[0].Routed[0].Length;
+        var routed = Enumerable.Range(0, layers).Select(l => Enumerable.Range(0, experts).Select(e => withData.Sum(s => s.Routed[l][e])).ToArray()).ToArray();
+        return Results.Json(new { gateways = withData.Select(s => s.Address).ToArray(), routed, disabled = withData.SelectMany(s => s.Disabled).Distinct().Order().ToArray() });
+    }
+
+    /// <summary>leave / down / join ADDR, down-unreachable: membership changes through this node's cluster extension.</summary>
+    private static IResult ClusterActionAsync(string action, string? address, ActorSystem system)
+    {
+        var cluster = Cluster.Get(system);
+        var state = cluster.State;
+        if (action == "down-unreachable")
+        {
+            var unreachable = state.Unreachable.Select(m => m.Address).ToList();
+            foreach (var a in unreachable) cluster.Down(a);
+            return Results.Json(new OpsProtocol.ActionDone(true, unreachable.Count == 0
+                ? "no member is unreachable"
+                : $"downed {unreachable.Count} unreachable member(s): {string.Join(", ", unreachable)}"));
+        }
+        if (action is not ("leave" or "down" or "join"))
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "unknown_action", $"unknown cluster action '{action}' (leave, down, join, down-unreachable)");
+        if (string.IsNullOrWhiteSpace(address))
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "missing_address", $"cluster {action} needs a member address (akka.tcp://SYSTEM@HOST:PORT)");
+        Address target;
+        try
+        {
+            target = Address.Parse(address);
+        }
+        catch (Exception ex) when (ex is UriFormatException or ArgumentException or FormatException)
+        {
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_address", $"'{address}' is not an Akka address (akka.tcp://SYSTEM@HOST:PORT): {ex.Message}");
+        }
+        if (action == "join")
+        {
+            cluster.Join(target);
+            return Results.Json(new OpsProtocol.ActionDone(true, $"{cluster.SelfAddress} joining {target}"));
+        }
+        if (!state.Members.Any(m => m.Address == target))
+            return OpsResults.Error(StatusCodes.Status404NotFound, "unknown_member",
+                $"{target} is not a member of the cluster (members: {string.Join(", ", state.Members.Select(m => m.Address))})");
+        if (action == "leave") cluster.Leave(target);
+        else cluster.Down(target);
+        return Results.Json(new OpsProtocol.ActionDone(true, $"{target} {(action == "leave" ? "asked to leave" : "marked down")}"));
+    }
+
+    private static async Task<IResult> RegionsAsync(MoeNodeRuntime runtime, OpsOptions o)
+    {
+        if (runtime.ExpertRegion is not { } region) return OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "no_region", "the expert region has not started");
+        var regions = await region.Ask<Akka.Cluster.Sharding.CurrentRegions>(Akka.Cluster.Sharding.GetCurrentRegions.Instance, o.AskTimeout).ConfigureAwait(false);
+        return Results.Json(new { typeName = "experts", regions = regions.Regions.Select(a => a.ToString()).Order().ToArray() });
+    }
+
+    /// <summary>Per region (node) its shards and how many expert entities each holds now.</summary>
+    private static async Task<IResult> ShardingStatsAsync(MoeNodeRuntime runtime, OpsOptions o)
+    {
+        if (runtime.ExpertRegion is not { } region) return OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "no_region", "the expert region has not started");
+        var stats = await region.Ask<Akka.Cluster.Sharding.ClusterShardingStats>(new Akka.Cluster.Sharding.GetClusterShardingStats(o.AskTimeout), o.AskTimeout + o.AskTimeout)
+            .ConfigureAwait(false);
+        return Results.Json(stats.Regions.OrderBy(r => r.Key.ToString()).Select(r => new
+        {
+            region = r.Key.ToString(),
+            shards = r.Value.Stats.Count,
+            entities = r.Value.Stats.Values.Sum(),
+            perShard = r.Value.Stats.OrderBy(s => s.Key, StringComparer.Ordinal).ToDictionary(s => s.Key, s => s.Value),
+            failed = r.Value.Failed.Order().ToArray(),
+        }).ToArray());
+    }
+
+    /// <summary>Where an expert entity lives: its shard and the node hosting it (pinging starts it if needed).</summary>
+    private static async Task<IResult> LocateAsync(string entity, MoeNodeRuntime runtime, OpsOptions o)
+    {
+        ExpertId id;
+        try
+        {
+            id = ExpertId.Parse(entity);
+        }
+        catch (FormatException ex)
+        {
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_expert", ex.Message);
+        }
+        if (!ExpertPinger.AllExperts(runtime.Config).Contains(id))
+            return OpsResults.Error(StatusCodes.Status404NotFound, "unknown_expert", $"expert {id} does not exist in the model");
+        var (node, error) = await PingAsync(runtime, id, o.AskTimeout).ConfigureAwait(false);
+        var shard = new ExpertMessageExtractor(runtime.Settings.Experts.NumberOfShards).ShardId(id.EntityId, new ExpertProtocol.Ping(id));
+        return node is null
+            ? OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "expert_unavailable", error ?? $"expert {id} did not answer")
+            : Results.Json(new { entity = id.EntityId, shard, node, error });
     }
 }

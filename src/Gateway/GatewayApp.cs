@@ -28,6 +28,8 @@ public static class GatewayApp
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         (logging ?? ConsoleLogging.Configure)(builder.Logging);
+        var recentLogs = new RecentLogs();
+        builder.Logging.AddProvider(recentLogs);
         builder.WebHost.UseUrls([.. urls]);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);
         // SIGTERM: stop taking HTTP requests, let a gateway drain its running generations, then leave the cluster.
@@ -35,6 +37,7 @@ public static class GatewayApp
         builder.Services.AddSingleton(options);
         var opsOptions = Ops.OpsOptions.FromConfig(settings.Hocon);
         builder.Services.AddSingleton(opsOptions);
+        builder.Services.AddSingleton(recentLogs);
         builder.Services.AddMoeNode(settings, progress);
         builder.Services.AddNodeHealthChecks();
         builder.Services.AddSingleton(sp =>

@@ -29,11 +29,14 @@ public static class OpsCli
         ("sharding regions", "the nodes hosting a region of the expert shards"),
         ("sharding region-stats | shard-stats", "per region: shards and entities; per shard: entities"),
         ("sharding locate L.E", "the shard and node of an expert entity"),
+        ("cluster tail", "membership and reachability events as they happen, until Ctrl+C"),
+        ("actor hierarchy [--depth N] [--node ADDR]", "the actor tree of a node (/user and /system/sharding)"),
+        ("log peek [--level warn] [--count N]", "the node's latest log lines at or above a level"),
         ("requests list", "requests running or waiting on the gateway"),
         ("requests cancel ID", "end a request now (finish reason cancelled)"),
     ];
 
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr)
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default)
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings
         {
@@ -51,6 +54,18 @@ public static class OpsCli
                 return verb.Count == 0 ? OpsCliException.Usage : 0;
             }
             using var client = new OpsClient(endpoint, token, TimeSpan.FromSeconds(60));
+            if (verb is ["cluster", "tail", ..])
+            {
+                // Streams until Ctrl+C (or the caller's token): one line per membership or reachability event.
+                await client.StreamAsync("/ops/cluster/events", e =>
+                {
+                    if (json) stdout.WriteLine(JsonSerializer.Serialize(e));
+                    else console.MarkupLine($"[grey]{Markup.Escape(S(e, "time"))}[/] [bold]{Markup.Escape(S(e, "event"))}[/] {Markup.Escape(S(e, "address"))} " +
+                                            $"{Markup.Escape(S(e, "status"))} [grey]{Markup.Escape(string.Join(",", e.GetProperty("roles").EnumerateArray().Select(r => r.GetString())))}[/]");
+                    stdout.Flush();
+                }, cancel).ConfigureAwait(false);
+                return 0;
+            }
             var (answer, render) = await DispatchAsync(client, verb).ConfigureAwait(false);
             if (json) await stdout.WriteLineAsync(JsonSerializer.Serialize(answer, Indented)).ConfigureAwait(false);
             else render(console, answer);
@@ -83,9 +98,14 @@ public static class OpsCli
                 case "--json":
                     json = true;
                     break;
+                case "--level" or "--depth" or "--count" or "--node":
+                    // verb options travel with the verb
+                    verb.Add(a);
+                    verb.Add(i + 1 < args.Length ? args[++i] : throw new OpsCliException($"{a} needs a value", OpsCliException.Usage));
+                    break;
                 default:
                     if (a.StartsWith("--", StringComparison.Ordinal) && a != "--help")
-                        throw new OpsCliException($"unknown option {a} (options: --endpoint URL, --token T, --json)", OpsCliException.Usage);
+                        throw new OpsCliException($"unknown option {a} (options: --endpoint URL, --token T, --json; verbs take --level, --count, --depth, --node)", OpsCliException.Usage);
                     verb.Add(a);
                     break;
             }
@@ -136,6 +156,10 @@ public static class OpsCli
                 return (await c.GetAsync("/ops/sharding/stats").ConfigureAwait(false), RenderShardStats);
             case ("sharding", "locate"):
                 return (await c.GetAsync($"/ops/sharding/locate/{Uri.EscapeDataString(Arg(2, "the expert entity (layer.expert)"))}").ConfigureAwait(false), RenderLocate);
+            case ("actor", "hierarchy"):
+                return (await c.GetAsync($"/ops/actors?depth={Opt(v, "--depth") ?? "3"}" + (Opt(v, "--node") is { } n ? $"&node={Uri.EscapeDataString(n)}" : "")).ConfigureAwait(false), RenderTree);
+            case ("log", "peek"):
+                return (await c.GetAsync($"/ops/log?level={Uri.EscapeDataString(Opt(v, "--level") ?? "info")}&count={Opt(v, "--count") ?? "50"}").ConfigureAwait(false), RenderLog);
             case ("requests", "list"):
                 return (await c.GetAsync("/ops/requests").ConfigureAwait(false), RenderRequests);
             case ("requests", "cancel"):
@@ -273,6 +297,38 @@ public static class OpsCli
 
     private static void RenderLocate(IAnsiConsole con, JsonElement a) =>
         con.MarkupLine($"expert {Markup.Escape(S(a, "entity"))}: shard {Markup.Escape(S(a, "shard"))} on {Markup.Escape(S(a, "node"))}");
+
+    /// <summary>A verb option's value (<c>--depth 2</c>), or null.</summary>
+    private static string? Opt(List<string> verb, string name)
+    {
+        int i = verb.IndexOf(name);
+        return i >= 0 && i + 1 < verb.Count ? verb[i + 1] : null;
+    }
+
+    private static void RenderTree(IAnsiConsole con, JsonElement a)
+    {
+        var root = new Tree(Markup.Escape(S(a, "address")));
+        var nodes = new Dictionary<string, IHasTreeNodes>(StringComparer.Ordinal);
+        foreach (string path in a.GetProperty("paths").EnumerateArray().Select(p => p.GetString()!).Order(StringComparer.Ordinal))
+        {
+            int cut = path.LastIndexOf('/');
+            string parent = cut > 0 ? path[..cut] : "";
+            IHasTreeNodes under = nodes.TryGetValue(parent, out var p) ? p : root;
+            nodes[path] = under.AddNode(Markup.Escape(nodes.ContainsKey(parent) ? path[(cut + 1)..] : path));
+        }
+        con.Write(root);
+    }
+
+    private static void RenderLog(IAnsiConsole con, JsonElement a)
+    {
+        foreach (var l in a.EnumerateArray())
+        {
+            string level = S(l, "level");
+            string colour = level switch { "Critical" or "Error" => "red", "Warning" => "yellow", _ => "grey" };
+            con.MarkupLine($"[grey]{Markup.Escape(S(l, "time"))}[/] [{colour}]{Markup.Escape(level)}[/] [blue]{Markup.Escape(S(l, "category"))}[/] {Markup.Escape(S(l, "message"))}");
+        }
+        if (a.GetArrayLength() == 0) con.MarkupLine("[grey]no log lines at that level[/]");
+    }
 
     private static void RenderDone(IAnsiConsole con, JsonElement a) => con.MarkupLine($"[green]{Markup.Escape(S(a, "message"))}[/]");
 }

@@ -54,6 +54,46 @@ public sealed class OpsClient : IDisposable
         }
     }
 
+    /// <summary>Reads a server-sent event stream, handing each event's JSON to <paramref name="onEvent"/> until
+    /// <paramref name="cancel"/> fires or the server ends the stream.</summary>
+    public async Task StreamAsync(string path, Action<JsonElement> onEvent, CancellationToken cancel)
+    {
+        using var streaming = new HttpClient { BaseAddress = Endpoint, Timeout = Timeout.InfiniteTimeSpan };
+        if (_http.DefaultRequestHeaders.Authorization is { } auth) streaming.DefaultRequestHeaders.Authorization = auth;
+        HttpResponseMessage response;
+        try
+        {
+            response = await streaming.GetAsync(path, HttpCompletionOption.ResponseHeadersRead, cancel).ConfigureAwait(false);
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new OpsCliException($"cannot reach {Endpoint}: {ex.Message}", OpsCliException.Unreachable);
+        }
+        using (response)
+        {
+            if (!response.IsSuccessStatusCode)
+            {
+                string body = await response.Content.ReadAsStringAsync(CancellationToken.None).ConfigureAwait(false);
+                string message = ErrorMessage(body) ?? $"{(int)response.StatusCode} {response.ReasonPhrase}";
+                throw new OpsCliException($"{Endpoint}: {message}",
+                    response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden ? OpsCliException.Unauthorized : OpsCliException.Refused);
+            }
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancel).ConfigureAwait(false));
+            try
+            {
+                while (await reader.ReadLineAsync(cancel).ConfigureAwait(false) is { } line)
+                    if (line.StartsWith("data: ", StringComparison.Ordinal)) onEvent(Parse(line[6..]));
+            }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                // Ctrl+C: the tail ends here
+            }
+            catch (IOException) when (cancel.IsCancellationRequested)
+            {
+            }
+        }
+    }
+
     private static JsonElement Parse(string body)
     {
         using var doc = JsonDocument.Parse(body);

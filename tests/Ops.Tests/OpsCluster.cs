@@ -36,6 +36,25 @@ public sealed class OpsCluster : IAsyncLifetime
         return (exit, stdout.ToString(), stderr.ToString());
     }
 
+    /// <summary>Polls <paramref name="condition"/> until it holds (fails after a minute, naming what it waited for).</summary>
+    public static async Task EventuallyAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
+            await Task.Delay(250);
+        }
+    }
+
+    /// <summary>A short greedy completion through the node's OpenAI API; it must succeed.</summary>
+    public static async Task GenerateAsync(GatewayServer gateway, int tokens = 6)
+    {
+        using var r = await gateway.Http.PostAsync("/v1/completions", new StringContent(
+            $$"""{"prompt":"ops check","max_tokens":{{tokens}},"temperature":0}""", System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(System.Net.HttpStatusCode.OK, r.StatusCode);
+    }
+
     public async Task DisposeAsync()
     {
         foreach (var n in new[] { Expert1, Expert2, Gateway })

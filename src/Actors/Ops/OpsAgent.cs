@@ -20,11 +20,10 @@ public sealed class OpsAgent : ReceiveActor
         Receive<GetNodeReport>(_ => Sender.Tell(Report(runtime)));
         Receive<ExpertAction>(m => Sender.Tell(Act(runtime, m)));
         Receive<GetRoutingStats>(_ => Sender.Tell(Routing(runtime)));
-        ReceiveAsync<SetExpertEnabled>(async m =>
-        {
-            var sender = Sender;
-            sender.Tell(await SetEnabledAsync(runtime, m).ConfigureAwait(false));
-        });
+        // Piped, not awaited: the agent stays responsive while the walk runs (it must answer its own Identify).
+        Receive<GetActorTree>(m => WalkAsync(Context.System, m.Depth)
+            .PipeTo(Sender, success: paths => new ActorTree(runtime.Status.Address, paths)));
+        Receive<SetExpertEnabled>(m => SetEnabledAsync(runtime, m).PipeTo(Sender));
     }
 
     public static Props PropsFor(MoeNodeRuntime runtime) => Props.Create(() => new OpsAgent(runtime));
@@ -46,6 +45,41 @@ public sealed class OpsAgent : ReceiveActor
         return new ResidencyReport(r.Capacity, r.ExpertBytes, r.Options.Policy, r.Options.Tier.ToString().ToLowerInvariant(),
             r.Resident().Select(e => e.EntityId).ToArray(), r.Pinned().Select(e => e.EntityId).ToArray(), s.Uses, s.Hits, s.HitRate,
             s.DemandLoads, s.PrefetchLoads, s.PrefetchHits, s.Evictions, r.Counters.BytesLoaded, r.Counters.StallTime.TotalSeconds);
+    }
+
+    /// <summary>Actor paths level by level under /user and /system/sharding: every level's children are identified at
+    /// once (wildcard selections), answers collected for a short while.</summary>
+    private static async Task<string[]> WalkAsync(ActorSystem system, int depth)
+    {
+        var found = new SortedSet<string>(StringComparer.Ordinal) { "/user", "/system/sharding" };
+        var frontier = new List<string>(found);
+        for (int level = 0; level < depth && frontier.Count > 0; level++)
+        {
+            var inbox = Inbox.Create(system);
+            foreach (var path in frontier) system.ActorSelection(path + "/*").Tell(new Identify(path), inbox.Receiver);
+            var next = new List<string>();
+            // A level ends when nothing new came for a while (entities answer from a busy compute thread), or at a cap.
+            var cap = DateTime.UtcNow + TimeSpan.FromSeconds(2);
+            while (DateTime.UtcNow < cap)
+            {
+                object reply;
+                try
+                {
+                    var quiet = TimeSpan.FromMilliseconds(500);
+                    var left = cap - DateTime.UtcNow;
+                    reply = await inbox.ReceiveAsync(left < quiet ? left : quiet).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    break;
+                }
+                if (reply is ActorIdentity { Subject: { } child } && found.Add(child.Path.ToStringWithoutAddress()))
+                    next.Add(child.Path.ToStringWithoutAddress());
+            }
+            inbox.Dispose();
+            frontier = next;
+        }
+        return found.ToArray();
     }
 
     private static RoutingStats Routing(MoeNodeRuntime runtime)

@@ -22,6 +22,11 @@ public static class OpsProtocol
 
     public sealed record ActionDone(bool Ok, string Message) : IOpsMessage;
 
+    /// <summary>The node's actor paths under /user and /system/sharding, <paramref name="Depth"/> levels deep; answered with <see cref="ActorTree"/>.</summary>
+    public sealed record GetActorTree(int Depth) : IOpsMessage;
+
+    public sealed record ActorTree(string Address, string[] Paths) : IOpsMessage;
+
     /// <summary>To every gateway: route no new request to this expert (or again); answered with <see cref="ActionDone"/>.</summary>
     public sealed record SetExpertEnabled(string Expert, bool Enabled) : IOpsMessage;
 

@@ -32,6 +32,14 @@ internal static class OpsEndpoints
         ops.MapPost("/experts/{expert}/{action}", ExpertActionAsync);
         ops.MapGet("/experts/stats", StatsAsync);
         ops.MapPost("/cluster/{action}", ClusterActionAsync);
+        ops.MapGet("/log", (RecentLogs logs, string? level, int? count) =>
+        {
+            if (!Enum.TryParse<LogLevel>(Normalize(level ?? "information"), ignoreCase: true, out var min) || min == LogLevel.None)
+                return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_level", $"unknown log level '{level}' (trace, debug, info, warn, error, critical)");
+            return Results.Json(logs.Peek(min, Math.Clamp(count ?? 50, 1, 2000)));
+        });
+        ops.MapGet("/actors", ActorTreeAsync);
+        ops.MapGet("/cluster/events", ClusterEventsAsync);
         ops.MapGet("/sharding/regions", RegionsAsync);
         ops.MapGet("/sharding/stats", ShardingStatsAsync);
         ops.MapGet("/sharding/locate/{entity}", LocateAsync);
@@ -217,16 +225,31 @@ internal static class OpsEndpoints
     private static async Task<IResult> RegionsAsync(MoeNodeRuntime runtime, OpsOptions o)
     {
         if (runtime.ExpertRegion is not { } region) return OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "no_region", "the expert region has not started");
-        var regions = await region.Ask<Akka.Cluster.Sharding.CurrentRegions>(Akka.Cluster.Sharding.GetCurrentRegions.Instance, o.AskTimeout).ConfigureAwait(false);
-        return Results.Json(new { typeName = "experts", regions = regions.Regions.Select(a => a.ToString()).Order().ToArray() });
+        try
+        {
+            var regions = await region.Ask<Akka.Cluster.Sharding.CurrentRegions>(Akka.Cluster.Sharding.GetCurrentRegions.Instance, o.AskTimeout).ConfigureAwait(false);
+            return Results.Json(new { typeName = "experts", regions = regions.Regions.Select(a => a.ToString()).Order().ToArray() });
+        }
+        catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+        {
+            return ShardingSilent(o);
+        }
     }
 
     /// <summary>Per region (node) its shards and how many expert entities each holds now.</summary>
     private static async Task<IResult> ShardingStatsAsync(MoeNodeRuntime runtime, OpsOptions o)
     {
         if (runtime.ExpertRegion is not { } region) return OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "no_region", "the expert region has not started");
-        var stats = await region.Ask<Akka.Cluster.Sharding.ClusterShardingStats>(new Akka.Cluster.Sharding.GetClusterShardingStats(o.AskTimeout), o.AskTimeout + o.AskTimeout)
-            .ConfigureAwait(false);
+        Akka.Cluster.Sharding.ClusterShardingStats stats;
+        try
+        {
+            stats = await region.Ask<Akka.Cluster.Sharding.ClusterShardingStats>(new Akka.Cluster.Sharding.GetClusterShardingStats(o.AskTimeout), o.AskTimeout + o.AskTimeout)
+                .ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+        {
+            return ShardingSilent(o);
+        }
         return Results.Json(stats.Regions.OrderBy(r => r.Key.ToString()).Select(r => new
         {
             region = r.Key.ToString(),
@@ -236,6 +259,9 @@ internal static class OpsEndpoints
             failed = r.Value.Failed.Order().ToArray(),
         }).ToArray());
     }
+
+    private static IResult ShardingSilent(OpsOptions o) => OpsResults.Error(StatusCodes.Status504GatewayTimeout, "sharding_timeout",
+        $"the shard coordinator did not answer within {o.AskTimeout.TotalSeconds:0.#} s (is the cluster changing membership?)");
 
     /// <summary>Where an expert entity lives: its shard and the node hosting it (pinging starts it if needed).</summary>
     private static async Task<IResult> LocateAsync(string entity, MoeNodeRuntime runtime, OpsOptions o)
@@ -257,4 +283,64 @@ internal static class OpsEndpoints
             ? OpsResults.Error(StatusCodes.Status503ServiceUnavailable, "expert_unavailable", error ?? $"expert {id} did not answer")
             : Results.Json(new { entity = id.EntityId, shard, node, error });
     }
+
+    private static string Normalize(string level) => level.ToLowerInvariant() switch
+    {
+        "info" => "Information",
+        "warn" or "warning" => "Warning",
+        "crit" or "fatal" => "Critical",
+        var l => l,
+    };
+
+    /// <summary>The actor tree of a node (this one, or <paramref name="node"/>) to <paramref name="depth"/> levels.</summary>
+    private static async Task<IResult> ActorTreeAsync(ActorSystem system, OpsOptions o, int? depth, string? node)
+    {
+        Address target;
+        try
+        {
+            target = string.IsNullOrWhiteSpace(node) ? Cluster.Get(system).SelfAddress : Address.Parse(node);
+        }
+        catch (Exception ex) when (ex is UriFormatException or ArgumentException or FormatException)
+        {
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_address", $"'{node}' is not an Akka address: {ex.Message}");
+        }
+        try
+        {
+            var tree = await OpsAgent.On(system, target).Ask<OpsProtocol.ActorTree>(new OpsProtocol.GetActorTree(Math.Clamp(depth ?? 3, 1, 8)), o.AskTimeout + o.AskTimeout)
+                .ConfigureAwait(false);
+            return Results.Json(tree);
+        }
+        catch (Exception ex) when (ex is AskTimeoutException or TaskCanceledException)
+        {
+            return OpsResults.Error(StatusCodes.Status504GatewayTimeout, "node_timeout", $"{target} did not answer within {(o.AskTimeout + o.AskTimeout).TotalSeconds:0.#} s");
+        }
+    }
+
+    /// <summary>Membership and reachability events as server-sent events (the current members first) until the client goes.</summary>
+    private static async Task ClusterEventsAsync(HttpContext ctx, ActorSystem system)
+    {
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        var events = System.Threading.Channels.Channel.CreateUnbounded<ClusterEventLine>();
+        var listener = system.ActorOf(Props.Create(() => new ClusterEventListener(events.Writer)));
+        try
+        {
+            await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
+            await foreach (var e in events.Reader.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
+            {
+                await ctx.Response.WriteAsync("data: " + System.Text.Json.JsonSerializer.Serialize(e, EventJson) + "\n\n", ctx.RequestAborted).ConfigureAwait(false);
+                await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // the operator pressed Ctrl+C
+        }
+        finally
+        {
+            system.Stop(listener);
+        }
+    }
+
+    private static readonly System.Text.Json.JsonSerializerOptions EventJson = new(System.Text.Json.JsonSerializerDefaults.Web);
 }

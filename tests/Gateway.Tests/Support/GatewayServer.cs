@@ -27,6 +27,7 @@ public sealed class GatewayServer : IAsyncDisposable
     public Uri BaseAddress { get; }
     public HttpClient Http { get; }
     public MoeNodeRuntime Runtime => _app.Services.GetRequiredService<MoeNodeRuntime>();
+    public IServiceProvider Services => _app.Services;
     public MoeEngine Engine => Runtime.Engine ?? throw new InvalidOperationException("not a gateway node");
     public string SeedNode => new Uri(Runtime.Status.Address.Replace("akka.tcp://", "tcp://", StringComparison.Ordinal)).Authority;
 

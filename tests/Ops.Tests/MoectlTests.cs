@@ -475,3 +475,32 @@ public sealed class MoectlDownTests(OpsCluster cluster) : IClassFixture<OpsClust
         await OpsCluster.GenerateAsync(cluster.Gateway);
     }
 }
+
+public sealed class MoectlJoinTests(OpsCluster cluster) : IClassFixture<OpsCluster>
+{
+    [Fact]
+    public async Task A_node_started_without_auto_join_joins_the_cluster_it_is_told_to_once()
+    {
+        await using var extra = await GatewayServer.StartAsync(TinyModel.Dir, "moe.node.auto-join = off\n" + OpsCluster.ExpertHocon,
+            Actors.Hosting.NodeRole.Expert, seed: null, waitReady: false);
+        var (exit, output, err) = await OpsCluster.RunAsync(extra, "--json", "health");
+        Assert.True(exit == 0, err);
+        Assert.Contains("auto-join", JsonDocument.Parse(output).RootElement.GetProperty("report").GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+        string address = extra.Runtime.Status.Address;
+        (exit, output, err) = await OpsCluster.RunAsync(extra, "cluster", "join", cluster.Gateway.Runtime.Status.Address);
+        Assert.True(exit == 0, err);
+        Assert.Contains("joining", output, StringComparison.Ordinal);
+        await OpsCluster.EventuallyAsync(async () =>
+        {
+            var (code, shown, _) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "cluster", "show");
+            return code == 0 && JsonDocument.Parse(shown).RootElement.GetProperty("members").EnumerateArray()
+                .Any(m => m.GetProperty("address").GetString() == address && m.GetProperty("status").GetString() == "Up");
+        }, $"{address} to be Up in the gateway's cluster");
+        await extra.WaitReadyAsync();
+
+        (exit, _, err) = await OpsCluster.RunAsync(extra, "cluster", "join", cluster.Gateway.Runtime.Status.Address);
+        Assert.Equal(OpsCliException.Refused, exit);
+        Assert.Contains("already a member", err, StringComparison.Ordinal);
+    }
+}

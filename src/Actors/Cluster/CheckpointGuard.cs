@@ -19,7 +19,8 @@ public sealed class CheckpointGuard : ReceiveActor, IWithTimers
     private sealed record MemberAnswer(Member Member, CheckpointProtocol.Fingerprint Fingerprint);
 
     private readonly CheckpointProtocol.Fingerprint _own;
-    private readonly IReadOnlyList<Address> _seeds;
+    private IReadOnlyList<Address> _seeds;
+    private readonly bool _autoJoin;
     private readonly NodeStatus _status;
     private readonly Akka.Cluster.Cluster _cluster = Akka.Cluster.Cluster.Get(Context.System);
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -28,14 +29,16 @@ public sealed class CheckpointGuard : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public CheckpointGuard(string fingerprint, string modelDir, IReadOnlyList<string> seedAddresses, NodeStatus status)
+    public CheckpointGuard(string fingerprint, string modelDir, IReadOnlyList<string> seedAddresses, NodeStatus status, bool autoJoin = true)
     {
+        _autoJoin = autoJoin;
         _own = new CheckpointProtocol.Fingerprint(fingerprint, _cluster.SelfAddress.ToString(), modelDir);
         _seeds = seedAddresses.Select(Address.Parse).ToArray();
         _status = status;
 
         Receive<CheckpointProtocol.GetFingerprint>(_ => Sender.Tell(_own));
         Receive<ProbeSeeds>(_ => Probe());
+        Receive<CheckpointProtocol.JoinVia>(OnJoinVia);
         Receive<SeedAnswer>(a => OnSeedAnswer(a.Fingerprint));
         Receive<ClusterEvent.MemberUp>(up => CheckMember(up.Member));
         Receive<MemberAnswer>(a =>
@@ -49,14 +52,19 @@ public sealed class CheckpointGuard : ReceiveActor, IWithTimers
         Receive<Status.Failure>(_ => { }); // a probe that got no answer; the next one retries
     }
 
-    public static Props PropsFor(string fingerprint, string modelDir, IReadOnlyList<string> seedAddresses, NodeStatus status) =>
-        Props.Create(() => new CheckpointGuard(fingerprint, modelDir, seedAddresses, status));
+    public static Props PropsFor(string fingerprint, string modelDir, IReadOnlyList<string> seedAddresses, NodeStatus status, bool autoJoin = true) =>
+        Props.Create(() => new CheckpointGuard(fingerprint, modelDir, seedAddresses, status, autoJoin));
 
     protected override void PreStart()
     {
         _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberUp));
         var self = _cluster.SelfAddress;
-        if (_seeds.Count == 0)
+        if (_seeds.Count == 0 && !_autoJoin)
+        {
+            _log.Info("no seed nodes and moe.node.auto-join = off: {0} waits for an operator's join (moectl cluster join ADDR)", self);
+            _status.Set(NodePhase.Starting, "waiting to be told which cluster to join (moe.node.auto-join = off): moectl cluster join ADDR");
+        }
+        else if (_seeds.Count == 0)
         {
             _log.Info("no seed nodes: {0} forms its own cluster", self);
             Join([self]);
@@ -75,6 +83,31 @@ public sealed class CheckpointGuard : ReceiveActor, IWithTimers
     }
 
     protected override void PostStop() => _cluster.Unsubscribe(Self);
+
+    private void OnJoinVia(CheckpointProtocol.JoinVia m)
+    {
+        if (_joined || _cluster.State.Members.Any(x => x.Address.Equals(_cluster.SelfAddress)))
+        {
+            Sender.Tell(new Status.Failure(new InvalidOperationException(
+                $"{_cluster.SelfAddress} is already a member of a cluster (or joining one); a node joins once (start it with moe.node.auto-join = off and no seed nodes)")));
+            return;
+        }
+        Address target;
+        try
+        {
+            target = Address.Parse(m.Address);
+        }
+        catch (Exception ex) when (ex is UriFormatException or ArgumentException or FormatException)
+        {
+            Sender.Tell(new Status.Failure(new ArgumentException($"'{m.Address}' is not an Akka address: {ex.Message}")));
+            return;
+        }
+        _seeds = [target];
+        _status.Set(NodePhase.Joining, $"checking the checkpoint of {target} before joining");
+        Self.Tell(new ProbeSeeds());
+        Timers.StartPeriodicTimer("probe", new ProbeSeeds(), TimeSpan.FromSeconds(1));
+        Sender.Tell(new CheckpointProtocol.JoinStarted($"{_cluster.SelfAddress} joining the cluster of {target} once their checkpoints match"));
+    }
 
     private void Join(IReadOnlyList<Address> seeds)
     {

@@ -105,7 +105,7 @@ public static class MoeNodeHostingExtensions
                 status.Address = ((ExtendedActorSystem)system).Provider.DefaultAddress.ToString();
                 var region = registry.Get<ExpertRegion>();
                 runtime.ExpertRegion = region;
-                system.ActorOf(CheckpointGuard.PropsFor(status.Fingerprint, node.ModelDir, node.SeedAddresses(), status), CheckpointGuard.Name);
+                system.ActorOf(CheckpointGuard.PropsFor(status.Fingerprint, node.ModelDir, node.SeedAddresses(), status, node.AutoJoin), CheckpointGuard.Name);
                 var cluster = Akka.Cluster.Cluster.Get(system);
                 cluster.RegisterOnMemberUp(() => status.Set(NodePhase.Up, "member of the cluster"));
                 cluster.RegisterOnMemberRemoved(() => status.Set(NodePhase.Leaving, "left the cluster"));

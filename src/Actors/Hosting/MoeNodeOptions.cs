@@ -15,6 +15,8 @@ public sealed record MoeNodeOptions
     /// <summary>host:port of each seed node.</summary>
     public IReadOnlyList<string> SeedNodes { get; init; } = [];
     public string SystemName { get; init; } = "moe";
+    /// <summary>Without seed nodes: form a cluster of its own (on), or wait for an operator's join (off).</summary>
+    public bool AutoJoin { get; init; } = true;
 
     public static MoeNodeOptions FromConfig(Config c) => new()
     {
@@ -26,6 +28,7 @@ public sealed record MoeNodeOptions
         ClusterPort = c.GetInt("moe.node.cluster-port", 0),
         SeedNodes = c.GetStringList("moe.node.seed-nodes", []).ToArray(),
         SystemName = c.GetString("moe.node.system-name", "moe"),
+        AutoJoin = c.GetBoolean("moe.node.auto-join", true),
     };
 
     public static WeightPrecision ParsePrecision(string s) => s.Trim().ToLowerInvariant() switch

@@ -184,7 +184,7 @@ internal static class OpsEndpoints
     }
 
     /// <summary>leave / down / join ADDR, down-unreachable: membership changes through this node's cluster extension.</summary>
-    private static IResult ClusterActionAsync(string action, string? address, ActorSystem system)
+    private static async Task<IResult> ClusterActionAsync(string action, string? address, ActorSystem system, OpsOptions o)
     {
         var cluster = Cluster.Get(system);
         var state = cluster.State;
@@ -211,8 +211,17 @@ internal static class OpsEndpoints
         }
         if (action == "join")
         {
-            cluster.Join(target);
-            return Results.Json(new OpsProtocol.ActionDone(true, $"{cluster.SelfAddress} joining {target}"));
+            // Through the checkpoint guard: the other cluster's checkpoint must match this node's.
+            try
+            {
+                var started = await system.ActorSelection($"/user/{Actors.Cluster.CheckpointGuard.Name}")
+                    .Ask<Actors.Cluster.CheckpointProtocol.JoinStarted>(new Actors.Cluster.CheckpointProtocol.JoinVia(target.ToString()), o.AskTimeout).ConfigureAwait(false);
+                return Results.Json(new OpsProtocol.ActionDone(true, started.Message));
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+            {
+                return OpsResults.Error(StatusCodes.Status409Conflict, "action_refused", ex.Message);
+            }
         }
         if (!state.Members.Any(m => m.Address == target))
             return OpsResults.Error(StatusCodes.Status404NotFound, "unknown_member",

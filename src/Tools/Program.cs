@@ -18,6 +18,7 @@ try
         "train-tokenizer" => TrainTokenizerCommand.Run(args[1..]),
         "train" => TrainCommand.Run(args[1..]),
         "model-card" => MoeServer.Tools.ModelCards.ModelCardCommand.Run(args[1..]),
+        "export-gguf" => ExportGgufCommand.Run(args[1..]),
         _ => throw new UsageException($"unknown command '{args[0]}'"),
     };
 }
@@ -49,6 +50,9 @@ internal static class Usage
 
           perplexity --model DIR --file TEXT [--ctx N] [--precision bf16|f32]
               Perplexity with llama.cpp's protocol (non-overlapping n_ctx chunks, second half scored).
+
+          export-gguf --model DIR --out FILE.gguf [--type f32|bf16]
+              Writes the checkpoint (mixtral, qwen2_moe, qwen3_moe, olmoe) as GGUF for llama.cpp, tokenizer embedded.
 
           train-tokenizer --corpus FILE --out DIR [--vocab 8192] [--model-max-length 4096]
               Learns a byte-level BPE (ChatML special tokens) from a corpus file, one document per line

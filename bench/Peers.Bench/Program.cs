@@ -1,0 +1,148 @@
+using System.Globalization;
+using System.Text;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+using MoeServer.Bench.Common;
+using MoeServer.Kernels.Formats.Gguf;
+using MoeServer.Kernels.Generation;
+using MoeServer.Kernels.Model;
+using MoeServer.Kernels.Tokenization;
+
+// Peers bench (issue 8, first part: correctness). The trained layer-wise model (models/mixtral-moe) is exported to
+// GGUF f32 and loaded by llama.cpp (LLamaSharp 0.30.0, CPU backend); our TorchSharp model runs the same checkpoint in
+// f32. Greedy continuations of the same prompts are compared token by token (with each side's top-2 margin where they
+// part), and the perplexity of the committed held-out text is computed by both with the same windows.
+// Usage: dotnet run --project bench/Peers.Bench -c Release -- [--quick]
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+bool quick = args.Contains("--quick");
+string repo = BenchEnvironment.RepoRoot();
+string modelDir = Path.Combine(repo, "models", "mixtral-moe");
+string outDir = Path.Combine(repo, "bench", "results");
+string gguf = Path.Combine(Path.GetTempPath(), "peers-mixtral-moe-f32.gguf");
+const int Window = 128;
+int threads = Environment.ProcessorCount;
+
+Console.WriteLine($"exporting {modelDir} to {gguf} (f32)...");
+GgufExporter.Export(modelDir, gguf, GgmlType.F32);
+NativeLibraryConfig.All.WithLogCallback((level, message) =>
+{
+    if (level >= LLamaLogLevel.Error) Console.Error.Write(message);
+});
+var lp = new ModelParams(gguf) { ContextSize = Window + 8, BatchSize = Window + 8, UBatchSize = Window + 8, GpuLayerCount = 0, Threads = threads };
+using var weights = LLamaWeights.LoadFromFile(lp);
+using var ctx = weights.CreateContext(lp);
+var tokenizer = HfTokenizer.Load(modelDir);
+using var ours = MoeModel.Load(modelDir, WeightPrecision.F32);
+int vocab = ours.Config.VocabSize;
+
+// llama.cpp: logits of every position of a fresh sequence.
+float[][] PeerLogits(IReadOnlyList<int> tokens)
+{
+    ctx.NativeHandle.MemoryClear();
+    var batch = new LLamaBatch();
+    for (int i = 0; i < tokens.Count; i++) batch.Add((LLamaToken)tokens[i], i, LLamaSeqId.Zero, logits: true);
+    var r = ctx.NativeHandle.Decode(batch);
+    if (r != DecodeResult.Ok) throw new InvalidOperationException($"llama.cpp decode failed: {r}");
+    return Enumerable.Range(0, tokens.Count).Select(i => ctx.NativeHandle.GetLogitsIth(i)[..vocab].ToArray()).ToArray();
+}
+
+float[][] OurLogits(IReadOnlyList<int> tokens)
+{
+    using var seq = ours.NewSequence(tokens.Count);
+    return ours.ForwardSequence(seq, tokens);
+}
+
+static (int Best, float Margin) Top(float[] x)
+{
+    int best = 0;
+    for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+    float second = float.NegativeInfinity;
+    for (int i = 0; i < x.Length; i++) if (i != best) second = Math.Max(second, x[i]);
+    return (best, x[best] - second);
+}
+
+int[] Greedy(Func<IReadOnlyList<int>, float[][]> forward, int[] prompt, int n, List<float> margins)
+{
+    var seq = prompt.ToList();
+    for (int i = 0; i < n; i++)
+    {
+        var (best, margin) = Top(forward(seq)[^1]); // full recompute: the same arithmetic path every step on both sides
+        margins.Add(margin);
+        seq.Add(best);
+    }
+    return seq.Skip(prompt.Length).ToArray();
+}
+
+var report = new StringBuilder();
+report.AppendLine("# Peers: llama.cpp (LLamaSharp 0.30.0, CPU) on the same weights");
+report.AppendLine();
+report.AppendLine($"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} threads each. `models/mixtral-moe` exported with `moe-tools export-gguf --type f32` (arch `llama`); ours runs the HF checkpoint in f32.");
+report.AppendLine();
+string[] prompts =
+[
+    "In the beginning God created the heaven and the earth.",
+    "And God said, Let there be light:",
+    "The LORD is my shepherd;",
+    "hacker n. A person who enjoys exploring the details of programmable systems",
+    "And it came to pass, when",
+    "kludge n.",
+];
+int n = quick ? 8 : 24;
+var table = new MarkdownTable("prompt", "tokens equal", "first difference", "margin there (ours / llama.cpp)", "max |logit diff| at prompt end");
+int equalAll = 0, total = 0;
+foreach (var text in prompts)
+{
+    var prompt = tokenizer.Encode(text, parseSpecialTokens: false).ToArray();
+    var peerTokens = ctx.Tokenize(text, addBos: false, special: false).Select(t => (int)t).ToArray();
+    if (!peerTokens.SequenceEqual(prompt)) Console.WriteLine($"tokenization differs for '{text}': ours {string.Join(",", prompt)} llama.cpp {string.Join(",", peerTokens)}");
+    var om = new List<float>();
+    var pm = new List<float>();
+    var a = Greedy(OurLogits, prompt, n, om);
+    var b = Greedy(PeerLogits, prompt, n, pm);
+    int same = a.Zip(b).TakeWhile(x => x.First == x.Second).Count();
+    equalAll += same;
+    total += n;
+    var la = OurLogits(prompt)[^1];
+    var lb = PeerLogits(prompt)[^1];
+    double diff = la.Zip(lb).Max(x => Math.Abs(x.First - x.Second));
+    table.AddRow(text.Length > 40 ? text[..40] + "…" : text, $"{same}/{n}", same == n ? "" : $"token {same}",
+        same == n ? "" : $"{om[same]:F4} / {pm[same]:F4}", diff.ToString("E2", CultureInfo.InvariantCulture));
+    Console.WriteLine($"'{text}': {same}/{n} equal; ours: {tokenizer.Decode(a)} | llama.cpp: {tokenizer.Decode(b)}");
+}
+report.AppendLine($"## Greedy continuations ({n} tokens each): {equalAll} of {total} tokens equal up to the first difference");
+report.AppendLine();
+report.AppendLine(table.ToString());
+
+// Perplexity of the held-out text, the training protocol's windows, under both.
+var held = PerplexityEvaluator.LineDocuments(tokenizer, Path.Combine(repo, "models", "corpus", "heldout-subset.txt"));
+int windows = quick ? 10 : 40;
+var tokensUsed = held.Take(windows * Window + 1).ToArray();
+var oursPpl = PerplexityEvaluator.EvaluateWindows(ours, tokensUsed, Window);
+double peerNll = 0;
+long scored = 0;
+for (int start = 0; start + 2 <= tokensUsed.Length; start += Window)
+{
+    int len = Math.Min(Window + 1, tokensUsed.Length - start);
+    var chunk = tokensUsed.AsSpan(start, len).ToArray();
+    var logits = PeerLogits(chunk[..^1]);
+    for (int t = 0; t < logits.Length; t++)
+    {
+        var row = logits[t];
+        double max = row.Max(), sum = 0;
+        foreach (var v in row) sum += Math.Exp(v - max);
+        peerNll -= row[chunk[t + 1]] - max - Math.Log(sum);
+        scored++;
+    }
+}
+double peerPpl = Math.Exp(peerNll / scored);
+report.AppendLine();
+report.AppendLine($"## Held-out perplexity ({windows} windows of {Window}, {scored} scored tokens)");
+report.AppendLine();
+var pt = new MarkdownTable("engine", "perplexity", "vs llama.cpp");
+pt.AddRow("ours (TorchSharp, f32)", oursPpl.Perplexity.ToString("F4", CultureInfo.InvariantCulture), $"{(oursPpl.Perplexity / peerPpl - 1) * 100:+0.000;-0.000}%");
+pt.AddRow("llama.cpp (GGUF f32)", peerPpl.ToString("F4", CultureInfo.InvariantCulture), "");
+report.AppendLine(pt.ToString());
+File.WriteAllText(Path.Combine(outDir, "peers.md"), report.ToString());
+Console.WriteLine(report.ToString());
+return Math.Abs(oursPpl.Perplexity / peerPpl - 1) <= 0.01 ? 0 : 1;

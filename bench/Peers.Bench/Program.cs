@@ -143,6 +143,45 @@ var pt = new MarkdownTable("engine", "perplexity", "vs llama.cpp");
 pt.AddRow("ours (TorchSharp, f32)", oursPpl.Perplexity.ToString("F4", CultureInfo.InvariantCulture), $"{(oursPpl.Perplexity / peerPpl - 1) * 100:+0.000;-0.000}%");
 pt.AddRow("llama.cpp (GGUF f32)", peerPpl.ToString("F4", CultureInfo.InvariantCulture), "");
 report.AppendLine(pt.ToString());
+if (!args.Contains("--correctness-only"))
+{
+    // Speed on the bench preset, bf16 on both sides, same threads.
+    string benchDir = MoeServer.Bench.Peers.SpeedComparison.PrepareCheckpoint(Console.WriteLine);
+    string benchGguf = Path.Combine(Path.GetTempPath(), "peers-bench-mixtral-bf16.gguf");
+    Console.WriteLine($"exporting the bench preset to {benchGguf} (bf16)...");
+    GgufExporter.Export(benchDir, benchGguf, GgmlType.BF16);
+    int benchVocab = MoeServer.Kernels.Config.ModelConfig.Load(benchDir).VocabSize;
+    int decodeTokens = quick ? 16 : 48;
+    int[] concurrency = quick ? [8] : [8, 32];
+    Console.WriteLine("llama.cpp speed...");
+    var peer = MoeServer.Bench.Peers.SpeedComparison.Peer(benchGguf, benchVocab, threads, decodeTokens, concurrency);
+    Console.WriteLine("our engine's speed...");
+    var mine = await MoeServer.Bench.Peers.SpeedComparison.OursAsync(benchDir, benchVocab, decodeTokens, concurrency);
+    report.AppendLine();
+    report.AppendLine($"## Speed: `bench` preset (mixtral family, 16 layers, 8 experts x 2816, hidden 1024, random bf16 weights), GGUF bf16, {threads} threads each");
+    report.AppendLine();
+    report.AppendLine($"Prompt processing: one {MoeServer.Bench.Peers.SpeedComparison.PromptTokens}-token prompt. Decode: {decodeTokens} tokens after a {MoeServer.Bench.Peers.SpeedComparison.StreamPrompt}-token prompt. " +
+                      "Aggregate: N streams started together, generated tokens / wall time (prompts included). llama.cpp's streams share one llama_batch per step " +
+                      "(a sequence each, as LLamaSharp's BatchedExecutor does); ours are concurrent engine requests (continuous batching).");
+    report.AppendLine();
+    var st = new MarkdownTable("measure", "ours tok/s", "llama.cpp tok/s", "ours / llama.cpp", "target");
+    st.AddRow("prompt processing (512)", F(mine.PromptTokensPerSecond), F(peer.PromptTokensPerSecond), R(mine.PromptTokensPerSecond, peer.PromptTokensPerSecond), "");
+    st.AddRow("decode, 1 stream", F(mine.DecodeTokensPerSecond), F(peer.DecodeTokensPerSecond), R(mine.DecodeTokensPerSecond, peer.DecodeTokensPerSecond), ">= 0.8x");
+    foreach (int streams in concurrency)
+        st.AddRow($"aggregate, {streams} streams", F(mine.AggregateTokensPerSecond[streams]), F(peer.AggregateTokensPerSecond[streams]),
+            R(mine.AggregateTokensPerSecond[streams], peer.AggregateTokensPerSecond[streams]), streams == 32 ? ">= 1.5x" : "");
+    report.AppendLine(st.ToString());
+    var levels = mine.AggregateTokensPerSecond.Keys.Order().ToArray();
+    string png = BenchPlot.Lines(Path.Combine(outDir, "peers-throughput.png"), "Aggregate decode throughput vs streams (bench preset, bf16)",
+        "concurrent streams", "tokens/s",
+        [("ours", levels.Select(x => (double)x).ToArray(), levels.Select(x => mine.AggregateTokensPerSecond[x]).ToArray()),
+         ("llama.cpp", levels.Select(x => (double)x).ToArray(), levels.Select(x => peer.AggregateTokensPerSecond[x]).ToArray())]);
+    report.AppendLine();
+    report.AppendLine($"![throughput]({Path.GetFileName(png)})");
+}
 File.WriteAllText(Path.Combine(outDir, "peers.md"), report.ToString());
 Console.WriteLine(report.ToString());
 return Math.Abs(oursPpl.Perplexity / peerPpl - 1) <= 0.01 ? 0 : 1;
+
+static string F(double v) => v.ToString(v >= 100 ? "F0" : "F1", CultureInfo.InvariantCulture);
+static string R(double a, double b) => (a / b).ToString("F2", CultureInfo.InvariantCulture) + "x";

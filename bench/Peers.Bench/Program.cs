@@ -23,6 +23,17 @@ string gguf = Path.Combine(Path.GetTempPath(), "peers-mixtral-moe-f32.gguf");
 const int Window = 128;
 int threads = Environment.ProcessorCount;
 
+if (args.Contains("--families"))
+{
+    // Every exported family on random weights: layout check against llama.cpp.
+    NativeLibraryConfig.All.WithLogCallback((level, message) =>
+    {
+        if (level >= LLamaLogLevel.Error) Console.Error.Write(message);
+    });
+    foreach (var r in MoeServer.Bench.Peers.FamilyCheck.Run(threads, Console.WriteLine))
+        Console.WriteLine($"{r.Family} (arch {r.Arch}): max |logit diff| over every position {r.MaxLogitDiff:E2}, greedy {r.GreedyEqual}/{r.Greedy} equal");
+    return 0;
+}
 Console.WriteLine($"exporting {modelDir} to {gguf} (f32)...");
 GgufExporter.Export(modelDir, gguf, GgmlType.F32);
 NativeLibraryConfig.All.WithLogCallback((level, message) =>

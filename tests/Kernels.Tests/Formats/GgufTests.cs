@@ -90,7 +90,10 @@ public sealed class GgufTests : IDisposable
     [MemberData(nameof(Families))]
     public void Export_writes_every_tensor_and_key_llama_cpp_needs_with_the_checkpoints_values(ModelArchitecture family, string arch, bool bf16)
     {
-        string model = TinyCheckpoints.Get(family, dtype: TensorDType.F32);
+        // OLMoE has no grouped-query attention (nor does llama.cpp's olmoe); the tiny preset's GQA is for our own tests.
+        string model = family == ModelArchitecture.Olmoe
+            ? TinyCheckpoints.Get(family, variant: "mha", dtype: TensorDType.F32, edit: c => c with { NumKvHeads = c.NumHeads })
+            : TinyCheckpoints.Get(family, dtype: TensorDType.F32);
         var cfg = ModelConfig.Load(model);
         string path = Path.Combine(_dir, $"{arch}.gguf");
         GgufExporter.Export(model, path, bf16 ? GgmlType.BF16 : GgmlType.F32);
@@ -175,6 +178,15 @@ public sealed class GgufTests : IDisposable
             if (cfg.SharedExpertIntermediateSize > 0)
                 Same(b + "ffn_gate_inp_shexp.weight", Hf(p + "mlp.shared_expert_gate.weight"), [H], alwaysF32: true);
         }
+    }
+
+    [Fact]
+    public void An_olmoe_checkpoint_with_grouped_query_attention_is_refused_since_llama_cpp_cannot_run_it()
+    {
+        string model = TinyCheckpoints.Get(ModelArchitecture.Olmoe, dtype: TensorDType.F32);
+        Assert.NotEqual(ModelConfig.Load(model).NumHeads, ModelConfig.Load(model).NumKvHeads);
+        var e = Assert.Throws<ArgumentException>(() => GgufExporter.Build(model, GgmlType.F32));
+        Assert.Contains("grouped-query attention", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

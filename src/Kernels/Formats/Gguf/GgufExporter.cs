@@ -25,6 +25,9 @@ public static class GgufExporter
             ModelArchitecture.Olmoe => "olmoe",
             _ => throw new ArgumentException($"{modelDir}: {ModelArchitectureNames.ToModelType(cfg.Architecture)} has no llama.cpp architecture (a router-decoupled model routes outside its layers)"),
         };
+        if (arch == "olmoe" && cfg.NumKvHeads != cfg.NumHeads)
+            throw new ArgumentException($"{modelDir}: llama.cpp's olmoe has no grouped-query attention (its k norm spans the full hidden width), " +
+                $"but this checkpoint has {cfg.NumKvHeads} key/value heads for {cfg.NumHeads} query heads");
         using var ck = Checkpoint.Open(modelDir);
         var file = new GgufFile();
         var src = new Source(ck, modelDir);

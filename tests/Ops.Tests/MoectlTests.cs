@@ -13,7 +13,8 @@ using MoeServer.Kernels.Sampling;
 namespace MoeServer.Ops.Tests;
 
 /// <summary>moectl against a real 3-node cluster: every verb's JSON is checked against the nodes' real state.</summary>
-public sealed class MoectlTests(OpsCluster cluster) : IClassFixture<OpsCluster>
+[Collection(OpsClusterCollection.Name)]
+public sealed class MoectlTests(OpsCluster cluster)
 {
     private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
 
@@ -229,7 +230,8 @@ public sealed class OpsAccessTests
 }
 
 /// <summary>Routing statistics, cluster-wide expert switches and the sharding verbs, on the shared cluster.</summary>
-public sealed class MoectlExpertsAndShardingTests(OpsCluster cluster) : IClassFixture<OpsCluster>
+[Collection(OpsClusterCollection.Name)]
+public sealed class MoectlExpertsAndShardingTests(OpsCluster cluster)
 {
     private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
 
@@ -319,7 +321,7 @@ public sealed class MoectlExpertsAndShardingTests(OpsCluster cluster) : IClassFi
     {
         var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "sharding", "regions");
         Assert.True(exit == 0, err);
-        var regions = Json(output).GetProperty("regions").EnumerateArray().Select(r => r.GetString()).ToHashSet();
+        var regions = Json(output).GetProperty("regions").EnumerateArray().Select(r => r.GetString()!).ToHashSet();
         Assert.Equal(cluster.ExpertNodes.Select(n => n.Runtime.Status.Address).ToHashSet(), regions);
 
         (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "sharding", "shard-stats");
@@ -368,7 +370,8 @@ public sealed class MoectlExpertsAndShardingTests(OpsCluster cluster) : IClassFi
 }
 
 /// <summary>What a node says and what runs on it.</summary>
-public sealed class MoectlNodeTests(OpsCluster cluster) : IClassFixture<OpsCluster>
+[Collection(OpsClusterCollection.Name)]
+public sealed class MoectlNodeTests(OpsCluster cluster)
 {
     [Fact]
     public async Task Log_peek_shows_the_nodes_latest_lines_at_or_above_the_level()

@@ -4,6 +4,13 @@ using MoeServer.Gateway.Tests.Support;
 
 namespace MoeServer.Ops.Tests;
 
+/// <summary>The read-mostly ops tests share one cluster (run one after another); tests that take nodes away get their own.</summary>
+[CollectionDefinition(Name)]
+public sealed class OpsClusterCollection : ICollectionFixture<OpsCluster>
+{
+    public const string Name = "ops-cluster";
+}
+
 /// <summary>A real 3-node cluster for the ops tests: a gateway and two expert nodes (three ActorSystems on loopback TCP,
 /// each with its own Kestrel on 127.0.0.1), expert nodes keeping at most 3 experts resident.</summary>
 public sealed class OpsCluster : IAsyncLifetime

@@ -86,14 +86,19 @@ public class ClusterResidencyTests
             moe.experts.residency { budget = 2, policy = lookahead, prefetch = on }
             """);
         await ParityConfig.AssertWorkloadAsync(cluster.Engine, arch, "cluster-budget-");
+        // Shards may all sit on one expert node until a rebalance: every node that ran experts must have prefetched.
+        int active = 0;
         foreach (var node in new[] { cluster.Expert1, cluster.Expert2 })
         {
             var r = node.Runtime.ExpertResidency!;
             var s = r.Stats();
             Assert.Equal(2, r.Capacity);
             Assert.InRange(r.ResidentCount, 0, 2);
-            Assert.True(s.Uses > 0 && s.PrefetchLoads > 0, $"{node.Address}: {s}");
+            if (s.Uses == 0) continue;
+            active++;
+            Assert.True(s.PrefetchLoads > 0, $"{node.Address}: {s}");
         }
+        Assert.True(active > 0, "no expert node ran an expert");
         Assert.Null(cluster.Gateway.Runtime.ExpertResidency); // the gateway hosts no experts
     }
 }

@@ -138,19 +138,10 @@ public class DecodeBatchLimitTests
 /// with prefetch and expert-aware batching still give the direct model's greedy tokens.</summary>
 public class TrainedPreGatingTests
 {
-    private static string ModelDir()
-    {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Server.sln"))) d = d.Parent;
-        string dir = Path.Combine(d?.FullName ?? throw new InvalidOperationException("repository root not found"), "models", "readme-moe");
-        Assert.True(File.Exists(Path.Combine(dir, "model.safetensors")), $"{dir} has no model.safetensors");
-        return dir;
-    }
-
     [Fact]
     public async Task Pre_gated_budgeted_expert_aware_engine_gives_the_trained_models_direct_greedy_tokens()
     {
-        string dir = ModelDir();
+        string dir = TrainedModels.Dir("readme-moe");
         var tokenizer = Kernels.Tokenization.HfTokenizer.Load(dir);
         string[] texts =
         [

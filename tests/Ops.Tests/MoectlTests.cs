@@ -18,13 +18,6 @@ public sealed class MoectlTests(OpsCluster cluster)
 {
     private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
 
-    private async Task GenerateAsync(int tokens = 6)
-    {
-        using var r = await cluster.Gateway.Http.PostAsync("/v1/completions",
-            new StringContent($$"""{"prompt":"ops test","max_tokens":{{tokens}},"temperature":0}""", Encoding.UTF8, "application/json"));
-        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-    }
-
     [Fact]
     public async Task Health_reports_the_node_it_is_pointed_at()
     {
@@ -69,7 +62,7 @@ public sealed class MoectlTests(OpsCluster cluster)
     [Fact]
     public async Task Experts_cache_reports_each_expert_nodes_budget_and_counters()
     {
-        await GenerateAsync();
+        await OpsCluster.GenerateAsync(cluster.Gateway);
         var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "experts", "cache");
         Assert.True(exit == 0, err);
         var nodes = Json(output).EnumerateArray().ToDictionary(n => n.GetProperty("address").GetString()!);
@@ -119,7 +112,7 @@ public sealed class MoectlTests(OpsCluster cluster)
         var host = cluster.ExpertNodes.Single(n => n.Runtime.ExpertResidency!.Hosts(id)).Runtime.ExpertResidency!;
         Assert.Contains(id, host.Pinned());
         Assert.True(host.IsResident(id));
-        await GenerateAsync(12); // other experts come and go; the pinned one stays
+        await OpsCluster.GenerateAsync(cluster.Gateway, 12); // other experts come and go; the pinned one stays
         Assert.True(host.IsResident(id));
 
         (exit, _, err) = await OpsCluster.RunAsync(cluster.Gateway, "experts", "evict", expert);
@@ -238,9 +231,7 @@ public sealed class MoectlExpertsAndShardingTests(OpsCluster cluster)
     [Fact]
     public async Task Experts_stats_are_the_tokens_the_gateway_routed_per_layer_and_expert()
     {
-        using (var r = await cluster.Gateway.Http.PostAsync("/v1/completions",
-                   new StringContent("""{"prompt":"count the routing","max_tokens":5,"temperature":0}""", Encoding.UTF8, "application/json")))
-            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        await OpsCluster.GenerateAsync(cluster.Gateway, 5);
         var (exit, output, err) = await OpsCluster.RunAsync(cluster.Gateway, "--json", "experts", "stats");
         Assert.True(exit == 0, err);
         var routed = Json(output).GetProperty("routed").EnumerateArray().Select(l => l.EnumerateArray().Select(x => x.GetInt64()).ToArray()).ToArray();

@@ -133,7 +133,7 @@ public sealed class ExpertResidency : IDisposable
             _counters.Used(id, hit: wasResident);
             _inFlight.TryGetValue(id, out arriving);
         }
-        _wake.Release(); // the plan moved on: the loader may prefetch what comes next
+        Wake(); // the plan moved on: the loader may prefetch what comes next
         try
         {
             if (load) return LoadNow(id, t0, prefetch: false);
@@ -180,8 +180,9 @@ public sealed class ExpertResidency : IDisposable
     /// ones this node hosts go into its plan.</summary>
     public void Announce(long step, int layer, IEnumerable<int> experts)
     {
+        if (_cache.Policy is not LookaheadPolicy) return; // only lookahead plans; lru and lfu look back
         lock (_gate) _book.Announce(step, layer, experts.Where(e => _hosted.Contains(new ExpertId(layer, e))));
-        _wake.Release();
+        Wake();
     }
 
     /// <summary>The expert's entity left this node (its shard moved, or the node stops): its weights are freed here.</summary>
@@ -248,6 +249,13 @@ public sealed class ExpertResidency : IDisposable
     {
         if (_weights.Remove(id, out var w)) w.Dispose();
         _counters.Evicted(id);
+    }
+
+    /// <summary>Signals the loader, if there is one; one pending signal is enough (the loader drains the plan each time),
+    /// so the count never grows with the number of batches.</summary>
+    private void Wake()
+    {
+        if (_loader is not null && _wake.CurrentCount == 0) _wake.Release();
     }
 
     /// <summary>Loads announced experts ahead of their use, one at a time (a single copy engine), while the policy

@@ -227,7 +227,8 @@ public sealed class SchedulerActor : ReceiveActor
         var segments = new List<StepSegment>();
         long stepId = _stepId + 1;
         var ready = _running.Where(s => !s.IsPrefilling && !s.Paused && s.PendingFinish is null).ToList();
-        var picked = DecodeBatching.Select(ready.Select(s => new DecodeCandidate(s.LastScheduledStep, BatchingExperts(s))).ToList(),
+        bool byExperts = _options.Batching == BatchingPolicy.ExpertAware && ready.Count > Math.Min(budget, _options.DecodeCapacity);
+        var picked = DecodeBatching.Select(ready.Select(s => new DecodeCandidate(s.LastScheduledStep, byExperts ? BatchingExperts(s) : null)).ToList(),
             Math.Min(budget, _options.DecodeCapacity), stepId, _options.Batching, _options.MaxWaitSteps);
         foreach (int i in picked)
         {

@@ -123,18 +123,7 @@ internal static class OpsEndpoints
     {
         if (action is not ("pin" or "unpin" or "evict" or "disable" or "enable"))
             return OpsResults.Error(StatusCodes.Status400BadRequest, "unknown_action", $"unknown expert action '{action}' (pin, unpin, evict, disable or enable)");
-        ExpertId id;
-        try
-        {
-            id = ExpertId.Parse(expert);
-        }
-        catch (FormatException ex)
-        {
-            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_expert", ex.Message);
-        }
-        if (!ExpertPinger.AllExperts(runtime.Config).Contains(id))
-            return OpsResults.Error(StatusCodes.Status404NotFound, "unknown_expert",
-                $"expert {id} does not exist: the model has {runtime.Config.NumLayers} layers of {runtime.Config.NumExperts} experts (sparse layers only)");
+        if (BadExpert(expert, runtime, out var id) is { } bad) return bad;
         if (action is "disable" or "enable")
         {
             // Cluster-wide: every gateway routes new requests without (or with) the expert.
@@ -200,15 +189,7 @@ internal static class OpsEndpoints
             return OpsResults.Error(StatusCodes.Status400BadRequest, "unknown_action", $"unknown cluster action '{action}' (leave, down, join, down-unreachable)");
         if (string.IsNullOrWhiteSpace(address))
             return OpsResults.Error(StatusCodes.Status400BadRequest, "missing_address", $"cluster {action} needs a member address (akka.tcp://SYSTEM@HOST:PORT)");
-        Address target;
-        try
-        {
-            target = Address.Parse(address);
-        }
-        catch (Exception ex) when (ex is UriFormatException or ArgumentException or FormatException)
-        {
-            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_address", $"'{address}' is not an Akka address (akka.tcp://SYSTEM@HOST:PORT): {ex.Message}");
-        }
+        if (BadAddress(address, out var target) is { } bad) return bad;
         if (action == "join")
         {
             // Through the checkpoint guard: the other cluster's checkpoint must match this node's.
@@ -269,23 +250,46 @@ internal static class OpsEndpoints
         }).ToArray());
     }
 
+    /// <summary>A 400 when <paramref name="text"/> is not "layer.expert", a 404 when the model has no such expert, else null.</summary>
+    private static IResult? BadExpert(string text, MoeNodeRuntime runtime, out ExpertId id)
+    {
+        try
+        {
+            id = ExpertId.Parse(text);
+        }
+        catch (FormatException ex)
+        {
+            id = default;
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_expert", ex.Message);
+        }
+        return ExpertPinger.AllExperts(runtime.Config).Contains(id)
+            ? null
+            : OpsResults.Error(StatusCodes.Status404NotFound, "unknown_expert",
+                $"expert {id} does not exist: the model has {runtime.Config.NumLayers} layers of {runtime.Config.NumExperts} experts (sparse layers only)");
+    }
+
+    /// <summary>A 400 when <paramref name="text"/> is not an Akka address, else null.</summary>
+    private static IResult? BadAddress(string text, out Address address)
+    {
+        try
+        {
+            address = Address.Parse(text);
+            return null;
+        }
+        catch (Exception ex) when (ex is UriFormatException or ArgumentException or FormatException)
+        {
+            address = null!;
+            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_address", $"'{text}' is not an Akka address (akka.tcp://SYSTEM@HOST:PORT): {ex.Message}");
+        }
+    }
+
     private static IResult ShardingSilent(OpsOptions o) => OpsResults.Error(StatusCodes.Status504GatewayTimeout, "sharding_timeout",
         $"the shard coordinator did not answer within {o.AskTimeout.TotalSeconds:0.#} s (is the cluster changing membership?)");
 
     /// <summary>Where an expert entity lives: its shard and the node hosting it (pinging starts it if needed).</summary>
     private static async Task<IResult> LocateAsync(string entity, MoeNodeRuntime runtime, OpsOptions o)
     {
-        ExpertId id;
-        try
-        {
-            id = ExpertId.Parse(entity);
-        }
-        catch (FormatException ex)
-        {
-            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_expert", ex.Message);
-        }
-        if (!ExpertPinger.AllExperts(runtime.Config).Contains(id))
-            return OpsResults.Error(StatusCodes.Status404NotFound, "unknown_expert", $"expert {id} does not exist in the model");
+        if (BadExpert(entity, runtime, out var id) is { } bad) return bad;
         var (node, error) = await PingAsync(runtime, id, o.AskTimeout).ConfigureAwait(false);
         var shard = new ExpertMessageExtractor(runtime.Settings.Experts.NumberOfShards).ShardId(id.EntityId, new ExpertProtocol.Ping(id));
         return node is null
@@ -304,15 +308,8 @@ internal static class OpsEndpoints
     /// <summary>The actor tree of a node (this one, or <paramref name="node"/>) to <paramref name="depth"/> levels.</summary>
     private static async Task<IResult> ActorTreeAsync(ActorSystem system, OpsOptions o, int? depth, string? node)
     {
-        Address target;
-        try
-        {
-            target = string.IsNullOrWhiteSpace(node) ? Cluster.Get(system).SelfAddress : Address.Parse(node);
-        }
-        catch (Exception ex) when (ex is UriFormatException or ArgumentException or FormatException)
-        {
-            return OpsResults.Error(StatusCodes.Status400BadRequest, "bad_address", $"'{node}' is not an Akka address: {ex.Message}");
-        }
+        var target = Cluster.Get(system).SelfAddress;
+        if (!string.IsNullOrWhiteSpace(node) && BadAddress(node, out target) is { } bad) return bad;
         try
         {
             var tree = await OpsAgent.On(system, target).Ask<OpsProtocol.ActorTree>(new OpsProtocol.GetActorTree(Math.Clamp(depth ?? 3, 1, 8)), o.AskTimeout + o.AskTimeout)

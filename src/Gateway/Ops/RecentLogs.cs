@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-
 namespace MoeServer.Gateway.Ops;
 
 /// <summary>One log line kept for <c>moectl log peek</c>.</summary>
@@ -11,7 +9,7 @@ public sealed record LogLine(DateTime Time, string Level, string Category, strin
 /// </summary>
 public sealed class RecentLogs : ILoggerProvider
 {
-    private readonly ConcurrentQueue<(LogLevel Level, LogLine Line)> _lines = new();
+    private readonly Queue<(LogLevel Level, LogLine Line)> _lines = new();
     private readonly int _capacity;
 
     public RecentLogs(int capacity = 2000) => _capacity = capacity;
@@ -19,14 +17,17 @@ public sealed class RecentLogs : ILoggerProvider
     public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
 
     /// <summary>The newest <paramref name="count"/> lines at <paramref name="minimum"/> or above, oldest first.</summary>
-    public IReadOnlyList<LogLine> Peek(LogLevel minimum, int count) =>
-        _lines.Where(l => l.Level >= minimum).Select(l => l.Line).TakeLast(count).ToList();
+    public IReadOnlyList<LogLine> Peek(LogLevel minimum, int count)
+    {
+        lock (_lines) return _lines.Where(l => l.Level >= minimum).Select(l => l.Line).TakeLast(count).ToList();
+    }
 
     private void Add(LogLevel level, LogLine line)
     {
-        _lines.Enqueue((level, line));
-        while (_lines.Count > _capacity && _lines.TryDequeue(out _))
+        lock (_lines)
         {
+            _lines.Enqueue((level, line));
+            if (_lines.Count > _capacity) _lines.Dequeue();
         }
     }
 

@@ -40,6 +40,7 @@ public sealed class PlanBook : IExpertPlan
         {
             var id = new ExpertId(layer, e);
             if (!_announced.TryGetValue(id, out var times)) _announced[id] = times = [];
+            times.RemoveWhere(x => x < Now); // predictions that never ran: an expert announced but never used stays small
             times.Add(t);
         }
     }

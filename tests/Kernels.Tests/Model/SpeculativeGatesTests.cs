@@ -21,20 +21,6 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     private const string Prompt = "In the beginning God created the heaven and the earth.";
     private const string OtherPrompt = "And the earth was without form, and void; and darkness was upon the face of the deep.";
 
-    private static string RepoRoot()
-    {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Server.sln"))) d = d.Parent;
-        return d?.FullName ?? throw new InvalidOperationException("repository root not found above " + AppContext.BaseDirectory);
-    }
-
-    private static string ModelDir(string name)
-    {
-        string dir = Path.Combine(RepoRoot(), "models", name);
-        Assert.True(File.Exists(Path.Combine(dir, "model.safetensors")), $"{dir} has no model.safetensors (a committed trained model)");
-        return dir;
-    }
-
     /// <summary>
     /// One engine step the way StepRunner runs it: Embed, then per layer AttentionBlock, and BeginMoe / each group's
     /// expert / FinishMoe on sparse layers. <paramref name="atLayer"/> sees the residual after the layer's attention
@@ -119,7 +105,7 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     [Fact]
     public void Prediction_matches_a_float64_gate_application_on_the_residual()
     {
-        string dir = ModelDir("mixtral-moe");
+        string dir = TrainedModels.Dir("mixtral-moe");
         var tok = HfTokenizer.Load(dir);
         using var model = MoeModel.Load(dir, WeightPrecision.F32);
         var f64 = new Float64Gates(model);
@@ -163,7 +149,7 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     [Fact]
     public void Token_gate_prediction_applies_every_layers_gate_to_the_new_tokens_embedding()
     {
-        string dir = ModelDir("mixtral-moe");
+        string dir = TrainedModels.Dir("mixtral-moe");
         using var model = MoeModel.Load(dir, WeightPrecision.F32);
         var f64 = new Float64Gates(model);
         int H = model.Config.HiddenSize, L = model.Config.NumLayers;
@@ -183,7 +169,7 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     [Fact]
     public void Distance_zero_prediction_equals_exact_routing()
     {
-        string dir = ModelDir("mixtral-moe");
+        string dir = TrainedModels.Dir("mixtral-moe");
         var tok = HfTokenizer.Load(dir);
         using var model = MoeModel.Load(dir, WeightPrecision.F32);
         using var a = model.NewSequence();
@@ -211,9 +197,9 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     [Fact]
     public void Recall_on_held_out_text_is_well_above_chance_at_distance_one()
     {
-        string dir = ModelDir("mixtral-moe");
+        string dir = TrainedModels.Dir("mixtral-moe");
         using var card = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "model-card.json")));
-        string heldOut = Path.Combine(RepoRoot(), "models", "corpus", card.RootElement.GetProperty("held_out_file").GetString()!);
+        string heldOut = TrainedModels.CorpusFile(card.RootElement.GetProperty("held_out_file").GetString()!);
         var tokens = PerplexityEvaluator.LineDocuments(HfTokenizer.Load(dir), heldOut);
         using var model = MoeModel.Load(dir, WeightPrecision.BF16); // as served (gates stay fp32)
         int L = model.Config.NumLayers, E = model.Config.NumExperts, K = model.Config.NumExpertsPerToken;
@@ -260,7 +246,7 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     [Fact]
     public void Router_decoupled_model_is_refused_with_a_clear_error()
     {
-        string dir = ModelDir("readme-moe");
+        string dir = TrainedModels.Dir("readme-moe");
         using var model = MoeModel.Load(dir, WeightPrecision.BF16);
         using var seq = model.NewSequence();
         var batch = Batch(new BatchSegment(seq, HfTokenizer.Load(dir).Encode(Prompt, parseSpecialTokens: false)));
@@ -274,7 +260,7 @@ public sealed class SpeculativeGatesTests(ITestOutputHelper output)
     [Fact]
     public void Disabled_experts_are_never_predicted()
     {
-        string dir = ModelDir("mixtral-moe");
+        string dir = TrainedModels.Dir("mixtral-moe");
         var prompt = HfTokenizer.Load(dir).Encode(Prompt, parseSpecialTokens: false);
         using var model = MoeModel.Load(dir, WeightPrecision.F32);
         int L = model.Config.NumLayers, E = model.Config.NumExperts;

@@ -3,6 +3,7 @@ using MoeServer.Kernels.Config;
 using MoeServer.Kernels.Generation;
 using MoeServer.Kernels.Model;
 using MoeServer.Kernels.Tests.Reference;
+using MoeServer.Kernels.Tests.Support;
 using MoeServer.Kernels.Tokenization;
 using static MoeServer.Kernels.Tests.Support.ParityAssert;
 
@@ -20,20 +21,6 @@ public sealed class TrainedModelTests
     private const string Prompt = "In the beginning God created the heaven and the earth.";
 
     public static TheoryData<string> Models => new() { "readme-moe", "mixtral-moe" };
-
-    private static string RepoRoot()
-    {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Server.sln"))) d = d.Parent;
-        return d?.FullName ?? throw new InvalidOperationException("repository root not found above " + AppContext.BaseDirectory);
-    }
-
-    private static string ModelDir(string name)
-    {
-        string dir = Path.Combine(RepoRoot(), "models", name);
-        Assert.True(File.Exists(Path.Combine(dir, "model.safetensors")), $"{dir} has no model.safetensors (a committed trained model)");
-        return dir;
-    }
 
     /// <summary>The reference for the checkpoint's family, as one sequence fed step by step, with its routing.</summary>
     private sealed class ReferenceRun
@@ -74,7 +61,7 @@ public sealed class TrainedModelTests
     [MemberData(nameof(Models))]
     public void Prefill_and_greedy_decode_match_the_float64_reference(string name)
     {
-        string dir = ModelDir(name);
+        string dir = TrainedModels.Dir(name);
         var prompt = HfTokenizer.Load(dir).Encode(Prompt, parseSpecialTokens: false);
         using var model = MoeModel.Load(dir, WeightPrecision.F32);
         var reference = new ReferenceRun(dir, model.Config.Architecture);
@@ -101,7 +88,7 @@ public sealed class TrainedModelTests
     [MemberData(nameof(Models))]
     public void As_served_bf16_prefill_stays_close_to_the_float64_reference(string name)
     {
-        string dir = ModelDir(name);
+        string dir = TrainedModels.Dir(name);
         var prompt = HfTokenizer.Load(dir).Encode(Prompt, parseSpecialTokens: false);
         using var model = MoeModel.Load(dir, WeightPrecision.BF16);
         var reference = new ReferenceRun(dir, model.Config.Architecture);
@@ -113,12 +100,12 @@ public sealed class TrainedModelTests
     [MemberData(nameof(Models))]
     public void Held_out_perplexity_is_within_two_percent_of_the_model_card(string name)
     {
-        string dir = ModelDir(name);
+        string dir = TrainedModels.Dir(name);
         using var card = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "model-card.json")));
         var root = card.RootElement;
         double expected = root.GetProperty("held_out_perplexity").GetDouble();
         int window = root.GetProperty("window").GetInt32();
-        string heldOut = Path.Combine(RepoRoot(), "models", "corpus", root.GetProperty("held_out_file").GetString()!);
+        string heldOut = TrainedModels.CorpusFile(root.GetProperty("held_out_file").GetString()!);
         Assert.True(File.Exists(heldOut), $"{heldOut} is missing (the committed held-out subset)");
 
         using var model = MoeModel.Load(dir, WeightPrecision.BF16);

@@ -146,4 +146,26 @@ public class ToolsCommandTests : IClassFixture<ToolsCommandTests.TinyModel>
         Assert.Equal(2, r.ExitCode);
         Assert.Contains("--top-p", r.Stderr);
     }
+
+    [Fact]
+    public void Export_gguf_writes_a_file_llama_cpp_can_read_and_refuses_what_it_cannot_run()
+    {
+        using var dir = new TempDir();
+        string model = dir.Sub("mixtral"), gguf = dir.Sub("mixtral.gguf");
+        Assert.Equal(0, ToolRunner.Run("make-checkpoint", "--arch", "mixtral", "--preset", "tiny", "--seed", "3", "--out", model).ExitCode);
+        var r = ToolRunner.Run("export-gguf", "--model", model, "--out", gguf, "--type", "bf16");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("arch llama", r.Stdout);
+        var file = MoeServer.Kernels.Formats.Gguf.GgufReader.Read(gguf);
+        Assert.Equal("llama", file.Get("general.architecture")!.AsString());
+        Assert.Contains(file.Tensors, t => t.Name == "blk.0.ffn_gate_exps.weight" && t.Type == MoeServer.Kernels.Formats.Gguf.GgmlType.BF16);
+
+        // The tiny olmoe preset uses grouped-query attention, which llama.cpp's olmoe does not have.
+        var olmoe = ToolRunner.Run("export-gguf", "--model", _tiny.Model, "--out", dir.Sub("olmoe.gguf"));
+        Assert.Equal(1, olmoe.ExitCode);
+        Assert.Contains("grouped-query attention", olmoe.Stderr);
+        var badType = ToolRunner.Run("export-gguf", "--model", model, "--out", gguf, "--type", "q4");
+        Assert.Equal(2, badType.ExitCode);
+        Assert.Contains("--type q4", badType.Stderr);
+    }
 }

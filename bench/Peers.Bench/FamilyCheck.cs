@@ -6,6 +6,7 @@ using MoeServer.Kernels.Config;
 using MoeServer.Kernels.Formats;
 using MoeServer.Kernels.Formats.Gguf;
 using MoeServer.Kernels.Model;
+using TorchSharp;
 
 namespace MoeServer.Bench.Peers;
 
@@ -16,9 +17,9 @@ namespace MoeServer.Bench.Peers;
 /// </summary>
 internal static class FamilyCheck
 {
-    public sealed record Result(string Family, string Arch, double MaxLogitDiff, int GreedyEqual, int Greedy);
+    public sealed record Result(string Family, string Arch, double MaxLogitDiff, double MedianPositionDiff, int WorstPosition, double LogitScale, double WorstRouterMargin, double MedianRouterMargin, int GreedyEqual, int Greedy);
 
-    public static IEnumerable<Result> Run(int threads, Action<string> log)
+    public static IEnumerable<Result> Run(int threads, int greedyTokens, Action<string> log)
     {
         foreach (var family in new[] { ModelArchitecture.Mixtral, ModelArchitecture.Qwen2Moe, ModelArchitecture.Qwen3Moe, ModelArchitecture.Olmoe })
         {
@@ -36,7 +37,7 @@ internal static class FamilyCheck
             log($"{name}: exported as {file.Get("general.architecture")!.AsString()}");
             using var ours = MoeModel.Load(dir, WeightPrecision.F32);
             int vocab = ours.Config.VocabSize;
-            var p = new ModelParams(gguf) { ContextSize = 256, BatchSize = 256, UBatchSize = 256, GpuLayerCount = 0, Threads = threads };
+            var p = PeerSettings.Exact(gguf, 256, threads);
             using var weights = LLamaWeights.LoadFromFile(p);
             using var ctx = weights.CreateContext(p);
             var rng = new Random(5);
@@ -57,9 +58,14 @@ internal static class FamilyCheck
             }
             var a = Ours(prompt);
             var b = Peer(prompt);
-            double diff = a.Zip(b).Max(r => r.First.Zip(r.Second).Max(x => Math.Abs(x.First - x.Second)));
+            var perPosition = a.Zip(b).Select(r => (double)r.First.Zip(r.Second).Max(x => Math.Abs(x.First - x.Second))).ToArray();
+            double diff = perPosition.Max();
+            int worst = Array.IndexOf(perPosition, diff);
+            double median = perPosition.Order().ElementAt(perPosition.Length / 2);
+            double scale = a.Max(r => r.Max(Math.Abs));
+            var margins = RouterMargins(ours, prompt);
             int equal = 0;
-            const int n = 12;
+            int n = greedyTokens;
             var sa = prompt.ToList();
             var sb = prompt.ToList();
             for (int i = 0; i < n; i++)
@@ -70,8 +76,36 @@ internal static class FamilyCheck
                 if (ta != tb) break;
                 equal++;
             }
-            yield return new Result(name, file.Get("general.architecture")!.AsString(), diff, equal, n);
+            yield return new Result(name, file.Get("general.architecture")!.AsString(), diff, median, worst, scale, margins[worst], margins.Order().ElementAt(margins.Length / 2), equal, n);
         }
+    }
+
+    /// <summary>Per position, the smallest gap over the sparse layers between the k-th and (k+1)-th router logit: where
+    /// it is within float rounding, the two implementations may pick different experts and their logits part.</summary>
+    private static double[] RouterMargins(MoeModel model, List<int> tokens)
+    {
+        using var grad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        using var seq = model.NewSequence(tokens.Count);
+        var batch = new BatchLayout([new BatchSegment(seq, tokens, null)]);
+        var margins = Enumerable.Repeat(double.PositiveInfinity, tokens.Count).ToArray();
+        int k = model.Config.NumExpertsPerToken, E = model.Config.NumExperts;
+        var x = model.Embed(batch);
+        for (int l = 0; l < model.Config.NumLayers; l++)
+        {
+            x = model.AttentionBlock(l, x, batch);
+            if (model.Weights.Layers[l].Router is { } router)
+            {
+                var logits = TorchInterop.ToFloatArray(torch.matmul(model.MlpInput(l, x), router.t()));
+                for (int t = 0; t < tokens.Count; t++)
+                {
+                    var sorted = logits.AsSpan(t * E, E).ToArray().OrderDescending().ToArray();
+                    margins[t] = Math.Min(margins[t], sorted[k - 1] - sorted[k]);
+                }
+            }
+            x = model.MlpBlock(l, x, batch);
+        }
+        return margins;
     }
 
     private static int ArgMax(float[] x)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using LLama;
 using LLama.Common;
+using LLama.Batched;
 using LLama.Native;
 using MoeServer.Actors.Generation;
 using MoeServer.Actors.Hosting;
@@ -15,11 +16,21 @@ namespace MoeServer.Bench.Peers;
 /// <summary>One side's speed on the bench preset: prompt processing, decode at 1 stream, aggregate at N streams.</summary>
 internal sealed record Speed(double PromptTokensPerSecond, double DecodeTokensPerSecond, IReadOnlyDictionary<int, double> AggregateTokensPerSecond);
 
+/// <summary>llama.cpp's speed two ways: streams as LLamaSharp's <c>BatchedExecutor</c> conversations, and the same steps
+/// as hand-built llama_batch calls (no wrapper overhead); the comparison takes the faster.</summary>
+internal sealed record PeerSpeed(Speed Executor, Speed RawBatch)
+{
+    public double Prompt => Math.Max(Executor.PromptTokensPerSecond, RawBatch.PromptTokensPerSecond);
+    public double Decode => Math.Max(Executor.DecodeTokensPerSecond, RawBatch.DecodeTokensPerSecond);
+    public double Aggregate(int streams) => Math.Max(Executor.AggregateTokensPerSecond[streams], RawBatch.AggregateTokensPerSecond[streams]);
+}
+
 /// <summary>
 /// The speed half of the peers bench: the `bench` preset (random bf16 weights, mixtral family) exported to GGUF bf16,
 /// llama.cpp through LLamaSharp on it and our single-node engine on the checkpoint, same thread count, one after the
 /// other in one run. llama.cpp's concurrent streams are one llama_batch with a sequence per stream each step (what
-/// LLamaSharp's BatchedExecutor drives); ours are concurrent requests through the engine (continuous batching).
+/// LLamaSharp's BatchedExecutor drives), measured both through the BatchedExecutor and as raw batches; ours are
+/// concurrent requests through the engine (continuous batching).
 /// </summary>
 internal static class SpeedComparison
 {
@@ -44,7 +55,7 @@ internal static class SpeedComparison
         return Enumerable.Range(0, length).Select(_ => 100 + rng.Next(vocab - 200)).ToArray();
     }
 
-    public static Speed Peer(string gguf, int vocab, int threads, int decodeTokens, int[] concurrency)
+    public static async Task<PeerSpeed> PeerAsync(string gguf, int vocab, int threads, int decodeTokens, int[] concurrency)
     {
         var p = new ModelParams(gguf)
         {
@@ -97,7 +108,37 @@ internal static class SpeedComparison
             if (n == 1) decode = (decodeTokens - 1) / (total - firstTokenAt);
             aggregate[n] = n * decodeTokens / total;
         }
-        return new Speed(pp, decode, aggregate);
+        var raw = new Speed(pp, decode, aggregate);
+
+        // the same streams through LLamaSharp's BatchedExecutor: one conversation per stream, one Infer per step
+        var viaExecutor = new Dictionary<int, double>();
+        double executorDecode = 0;
+        foreach (int n in concurrency.Prepend(1).Distinct())
+        {
+            using var executor = new BatchedExecutor(weights, p);
+            var conversations = Enumerable.Range(0, n).Select(_ => executor.Create()).ToArray();
+            sw.Restart();
+            for (int s = 0; s < n; s++)
+                conversations[s].Prompt(Prompt(StreamPrompt, 100 + s, vocab).Select(t => (LLamaToken)t).ToArray().AsSpan());
+            await InferAll(executor);
+            double firstTokenAt = 0;
+            for (int step = 0; step < decodeTokens; step++)
+            {
+                foreach (var c in conversations) c.Prompt((LLamaToken)ArgMax(c.Sample()[..vocab]));
+                if (step == 0) firstTokenAt = sw.Elapsed.TotalSeconds;
+                await InferAll(executor);
+            }
+            double total = sw.Elapsed.TotalSeconds;
+            if (n == 1) executorDecode = (decodeTokens - 1) / (total - firstTokenAt);
+            viaExecutor[n] = n * decodeTokens / total;
+            foreach (var c in conversations) c.Dispose();
+        }
+        return new PeerSpeed(new Speed(pp, executorDecode, viaExecutor), raw);
+    }
+
+    private static async Task InferAll(BatchedExecutor executor)
+    {
+        while (executor.BatchQueueCount > 0) Check(await executor.Infer());
     }
 
     public static async Task<Speed> OursAsync(string dir, int vocab, int decodeTokens, int[] concurrency)

@@ -10,17 +10,14 @@ namespace MoeServer.Bench.Peers;
 /// </summary>
 internal static class PeerSettings
 {
-    public static ModelParams Exact(string gguf, int context, int threads) => new(gguf)
+    public static ModelParams Exact(string gguf, int context, int threads)
     {
-        ContextSize = (uint)context,
-        BatchSize = (uint)context,
-        UBatchSize = (uint)context,
-        GpuLayerCount = 0,
-        Threads = threads,
-        TypeK = GGMLType.GGML_TYPE_F32,
-        TypeV = GGMLType.GGML_TYPE_F32,
-        FlashAttention = false,
-    };
+        var p = Defaults(gguf, context, threads);
+        p.TypeK = GGMLType.GGML_TYPE_F32;
+        p.TypeV = GGMLType.GGML_TYPE_F32;
+        p.FlashAttention = false;
+        return p;
+    }
 
     /// <summary>What a user running llama.cpp gets: its own defaults for the cache and attention.</summary>
     public static ModelParams Defaults(string gguf, int context, int threads) => new(gguf)

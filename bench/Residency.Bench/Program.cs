@@ -49,6 +49,8 @@ var sweepSeries = new List<(string Name, double[] X, double[] Y)>();
 var liveBars = new List<(string Series, double[] Values)>();
 var liveGroups = new List<string>();
 var batchingRows = new List<(string Model, string Config, List<RunResult> Fcfs, List<RunResult> Aware)>();
+// figures the papers' claims are set against: (model, what) -> value
+var measured = new Dictionary<(string Model, string What), double>();
 foreach (string name in new[] { "readme-moe", "mixtral-moe" })
 {
     var model = runner.Load(name);
@@ -77,6 +79,7 @@ foreach (string name in new[] { "readme-moe", "mixtral-moe" })
                 : null;
             double bound = BeladyBound.NoLoadRate(r.Trace.ExpertUses(), r.Capacity);
             if (label == "lru") lruBytes[b] = r.BytesPerToken;
+            measured[(name, $"hit {label} {b:F2}")] = r.Stats.HitRate;
             table.AddRow($"{b:P0} ({r.Capacity})", label, P(r.Stats.HitRate), sim is null ? "n/a (speculative plan)" : P(sim.HitRate),
                 sim is null ? "" : P(Math.Abs(r.Stats.HitRate - sim.HitRate)), P(bound), r.Stats.Loads.ToString(CultureInfo.InvariantCulture),
                 r.Stats.PrefetchHits.ToString(CultureInfo.InvariantCulture), r.Stats.WastedPrefetches.ToString(CultureInfo.InvariantCulture),
@@ -124,6 +127,7 @@ foreach (string name in new[] { "readme-moe", "mixtral-moe" })
                     moe.scheduler { max-decode-batch = {{DecodeBatch}}, batching = {{batching}}, max-wait-steps = 8 }
                     """);
                 lru ??= r;
+                measured[(name, $"throughput vs lru {tier} {b:F2} {label} {batching}")] = r.TokensPerSecond / lru.TokensPerSecond;
                 tiers.AddRow(tier, $"{b:P0}", label, batching, P(r.Stats.HitRate), F(r.BytesPerToken / 1024), $"{r.BytesPerToken / lru.BytesPerToken:F2}x",
                     F(r.StallMsPerToken), F(r.TokensPerSecond), $"{r.TokensPerSecond / lru.TokensPerSecond:F2}x", F(r.LoadGBps));
                 json[$"{name}/{tier}/{b:F3}/{label}/{batching}"] = r.Summary(null, null);
@@ -154,6 +158,8 @@ foreach (string name in new[] { "readme-moe", "mixtral-moe" })
         var pre = ResidencySimulator.ReplaySteps(steps, trace.Layers, cap, "lookahead", PlanVisibility.WholeStep, 4);
         var act = ResidencySimulator.ReplayActivationAware(trace, cap, 4);
         double bound = BeladyBound.NoLoadRate(uses, cap);
+        measured[(name, $"sim prefetch {b:F3}")] = pre.HitRate;
+        measured[(name, $"sim activation-aware {b:F3}")] = act.HitRate;
         sweep.AddRow($"{b:P1} ({cap})", P(lru.HitRate), P(lfu.HitRate), P(look.HitRate), P(pre.HitRate), P(act.HitRate), P(look.NoLoadRate), P(bound));
         curves["lru"].Add(100 * lru.HitRate);
         curves["lfu"].Add(100 * lfu.HitRate);
@@ -227,6 +233,11 @@ report.AppendLine($"Medians of {(quick ? 1 : 3)} alternating runs per policy. Di
                   "each layer's gate applied to the sampled token's embedding, on the layers where that has held at least half the time (else FCFS order).");
 report.AppendLine();
 report.AppendLine(bt.ToString());
+AppendPublishedComparison(report, measured, batchingRows.Select(r => (r.Model, r.Config,
+    Median(r.Aware.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch))) / Median(r.Fcfs.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch))),
+    Median(r.Aware.Select(x => x.TpotPercentile(0.95))) / Median(r.Fcfs.Select(x => x.TpotPercentile(0.95))),
+    Median(r.Aware.Select(x => x.TokensPerSecond)))).ToList(),
+    batchingRows.Where(r => r.Config == "all experts resident").ToDictionary(r => r.Model, r => Median(r.Aware.Select(x => x.TokensPerSecond))));
 
 string sweepPng = BenchPlot.Lines(Path.Combine(outDir, "residency-hit-rate.png"), "Expert cache hit rate vs budget (simulated on live traces)",
     "budget (% of experts resident)", "hit rate (%)", sweepSeries);
@@ -245,6 +256,55 @@ json["machine"] = limits;
 File.WriteAllText(Path.Combine(outDir, "residency.json"), JsonSerializer.Serialize(json, new JsonSerializerOptions { WriteIndented = true }));
 Console.WriteLine(report.ToString());
 return 0;
+
+// The papers' headline figures for the mechanisms this bench measures, beside ours. Their setups differ (GPU offloading
+// over PCIe, SwitchTransformer / Mixtral-scale models, their own baselines); ours are CPU memory or disk tiers on the
+// trained models, measured in this run. The rows say which of our figures answers which claim.
+static void AppendPublishedComparison(StringBuilder report, Dictionary<(string Model, string What), double> m,
+    List<(string Model, string Config, double DistinctRatio, double P95Ratio, double TokPerS)> batching, Dictionary<string, double> allResidentTokPerS)
+{
+    var t = new MarkdownTable("mechanism", "published (their setup)", "ours (this run)", "beyond it?");
+    string X(double v) => v.ToString("F2", CultureInfo.InvariantCulture) + "x";
+    string Pt(double v) => (100 * v).ToString("+0.0;-0.0", CultureInfo.InvariantCulture);
+    foreach (var b in batching.Where(b => b.Model == "readme-moe"))
+    {
+        t.AddRow($"expert-aware batching, distinct experts per batch ({b.Config})", "Read-ME: 3.51 vs 5.1 unique experts = 0.69x", $"{X(b.DistinctRatio)} of FCFS", b.DistinctRatio < 0.69 ? "yes" : "no");
+        t.AddRow($"expert-aware batching, p95 latency ({b.Config})", "Read-ME: p95 -10% (0.90x) vs decode-/prefill-first", $"p95 TPOT {X(b.P95Ratio)} of FCFS", b.P95Ratio < 0.90 ? "yes" : "no");
+    }
+    foreach (string model in new[] { "readme-moe", "mixtral-moe" })
+    {
+        foreach (double budget in new[] { 0.25, 0.5 })
+        {
+            if (m.TryGetValue((model, $"hit lookahead {budget:F2}"), out double look) && m.TryGetValue((model, $"hit lru {budget:F2}"), out double lru))
+                t.AddRow($"plan-aware (Belady) eviction vs LRU, {model}, {budget:P0} of experts", "Read-ME: +8 to +10 points of hit rate at 2-4 cached experts",
+                    $"{Pt(look - lru)} points (lookahead {100 * look:F1}% vs lru {100 * lru:F1}%, live)", look - lru > 0.10 ? "yes" : "no");
+            if (m.TryGetValue((model, $"throughput vs lru disk {budget:F2} lookahead+prefetch fcfs"), out double disk))
+            {
+                double aware = m.GetValueOrDefault((model, $"throughput vs lru disk {budget:F2} lookahead+prefetch expert-aware"));
+                t.AddRow($"prefetch ahead of use vs on-demand loading, {model}, disk tier, {budget:P0}", "Pre-gated MoE: up to 1.9x lower latency than on-demand CPU offloading",
+                    $"{X(disk)} throughput ({X(aware)} with expert-aware batching)", Math.Max(disk, aware) > 1.9 ? "yes" : "no");
+            }
+        }
+        // the simulator's whole-step plan is what readme-moe's router really announces; for a layer-wise model it is an oracle
+        if (model == "readme-moe" && m.TryGetValue((model, "sim prefetch 0.250"), out double pre) && m.TryGetValue((model, "sim activation-aware 0.250"), out double act))
+            t.AddRow($"prefetch prediction, {model}, 25% of experts (simulated on this run's trace)", "MoE-Infinity: activation-aware prefetching and caching (request-level activation traces)",
+                $"lookahead {100 * pre:F1}% hit vs MoE-Infinity-style {100 * act:F1}% on the same trace", pre > act ? "yes" : "no");
+    }
+    foreach (var b in batching.Where(b => b.Config.StartsWith("25%", StringComparison.Ordinal)))
+        if (allResidentTokPerS.TryGetValue(b.Model, out double all))
+            t.AddRow($"a quarter of the experts resident vs all, {b.Model} (memory tier, expert-aware + lookahead + prefetch)",
+                "Pre-gated MoE: 4.2x less GPU memory at near GPU-only throughput; MoE-Infinity: full-GPU latency with up to 4x fewer GPUs",
+                $"4x less expert memory at {X(b.TokPerS / all)} of the throughput with all resident (both expert-aware)", b.TokPerS / all >= 0.9 ? "yes" : "no");
+    if (t.RowCount == 0) return;
+    report.AppendLine();
+    report.AppendLine("## Against the published figures");
+    report.AppendLine();
+    report.AppendLine("The papers' headline figures for the mechanisms above, beside ours from this run. Their setups differ (GPU offloading over PCIe, " +
+                      "SwitchTransformer- and Mixtral-scale models, their own baselines); ours are this CPU machine's memory and disk tiers on the trained models. " +
+                      "Each row pairs a claim with the figure of ours that answers it; \"beyond\" compares the two numbers as they stand.");
+    report.AppendLine();
+    report.AppendLine(t.ToString());
+}
 
 static double Median(IEnumerable<double> values)
 {

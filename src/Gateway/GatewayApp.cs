@@ -30,12 +30,13 @@ public static class GatewayApp
         (logging ?? ConsoleLogging.Configure)(builder.Logging);
         var recentLogs = new RecentLogs();
         builder.Logging.AddProvider(recentLogs);
-        builder.WebHost.UseUrls([.. urls]);
+        var opsOptions = Ops.OpsOptions.FromConfig(settings.Hocon);
+        opsOptions.CheckApiUrls(urls);
+        builder.WebHost.UseUrls([.. urls, .. opsOptions.Urls]);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes);
         // SIGTERM: stop taking HTTP requests, let a gateway drain its running generations, then leave the cluster.
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromMinutes(2));
         builder.Services.AddSingleton(options);
-        var opsOptions = Ops.OpsOptions.FromConfig(settings.Hocon);
         builder.Services.AddSingleton(opsOptions);
         builder.Services.AddSingleton(recentLogs);
         builder.Services.AddMoeNode(settings, progress);
@@ -64,8 +65,8 @@ public static class GatewayApp
 
         var app = builder.Build();
         app.UseRequestIds();
+        app.UseOpsAccess(opsOptions); // before API keys: a request on the wrong port is a 404 whatever its key
         app.UseApiKeys(options);
-        app.UseOpsAccess(opsOptions);
         app.MapNodeHealthEndpoints();
         app.MapOps();
         app.MapGet("/metrics", async ctx =>

@@ -6,7 +6,8 @@ using MoeServer.Gateway;
 using MoeServer.Kernels.Checkpoints;
 
 // The server: one node of the MoE cluster (gateway, expert, or both) with its HTTP surface.
-// stdout carries the log plus two machine-readable lines: "cluster address akka.tcp://..." and "listening on http://...".
+// stdout carries the log plus machine-readable lines: "cluster address akka.tcp://...", "listening on http://..." and,
+// with an ops listener, "ops surface on http://...".
 ServerCommandLine cl;
 try
 {
@@ -26,6 +27,7 @@ using var bootLoggers = LoggerFactory.Create(ConsoleLogging.Configure);
 var boot = bootLoggers.CreateLogger("MoeServer.Gateway");
 
 MoeSettings settings;
+IReadOnlySet<int> opsPorts;
 try
 {
     settings = MoeSettings.Load(cl.Role, cl.ToHocon(), cl.ConfigFile);
@@ -39,6 +41,9 @@ try
         ServerCommandLine.CheckModelDir("moe.node.model", settings.Node.ModelDir);
     }
     _ = settings.Node.SeedAddresses(); // host:port check of seed nodes that came from a --config file
+    var ops = MoeServer.Gateway.Ops.OpsOptions.FromConfig(settings.Hocon); // moe.ops.urls may come from a --config file
+    ops.CheckApiUrls(cl.Urls);
+    opsPorts = ops.Ports;
 }
 catch (Exception e) when (e is UsageException or ArgumentException or FormatException or IOException
                               or Akka.Configuration.ConfigurationException)
@@ -83,7 +88,8 @@ try
     var system = app.Services.GetRequiredService<ActorSystem>();
     Console.WriteLine($"cluster address {((ExtendedActorSystem)system).Provider.DefaultAddress}");
     var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
-    foreach (var address in addresses) Console.WriteLine($"listening on {address}");
+    foreach (var address in addresses)
+        Console.WriteLine(opsPorts.Contains(new Uri(address).Port) ? $"ops surface on {address}" : $"listening on {address}");
 
     await app.WaitForShutdownAsync().ConfigureAwait(false);
     return 0;

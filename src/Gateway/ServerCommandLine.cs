@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
 using MoeServer.Actors.Hosting;
+using MoeServer.Gateway.Ops;
+using MoeServer.Gateway.Options;
 
 namespace MoeServer.Gateway;
 
@@ -28,6 +30,8 @@ internal sealed record ServerCommandLine
           --precision bf16|f32        weight precision in memory (default bf16)
           --config FILE.hocon         extra HOCON; command-line options win over it, it wins over hocon/*.hocon
           --urls URL[;URL...]         HTTP addresses to listen on (default http://127.0.0.1:8000; port 0 = any free port)
+          --ops-urls URL[;URL...]     a listener of its own for the ops surface (/ops/*, moectl), e.g. http://127.0.0.1:9000;
+                                      its ports then serve only ops, health and metrics, and /ops/* leaves the --urls ports
           --help                      print this text
 
         HTTP: GET /health (liveness) and GET /ready (200 when the node serves, 503 with a reason otherwise).
@@ -43,10 +47,11 @@ internal sealed record ServerCommandLine
     public string? Precision { get; init; }
     public string? ConfigFile { get; init; }
     public IReadOnlyList<string> Urls { get; init; } = [DefaultUrls];
+    public IReadOnlyList<string>? OpsUrls { get; init; }
 
     private static readonly HashSet<string> Known = new(StringComparer.Ordinal)
     {
-        "role", "cluster-port", "hostname", "seed-nodes", "model", "device", "precision", "config", "urls",
+        "role", "cluster-port", "hostname", "seed-nodes", "model", "device", "precision", "config", "urls", "ops-urls",
     };
 
     /// <exception cref="UsageException">unknown options, missing or bad values</exception>
@@ -94,6 +99,7 @@ internal sealed record ServerCommandLine
             Precision = Get("precision") is { } pr ? ParsePrecision(pr) : null,
             ConfigFile = Get("config") is { } c ? ParseConfigFile(c) : null,
             Urls = Get("urls") is { } u ? ParseUrls(u) : [DefaultUrls],
+            OpsUrls = Get("ops-urls") is { } ou ? ParseOpsUrls(ou) : null,
         };
         if (cl.Model is not null) CheckModelDir("--model", cl.Model);
         return cl;
@@ -111,6 +117,7 @@ internal sealed record ServerCommandLine
         if ((modelOverride ?? Model) is { } model) Line("moe.node.model", Quote(Path.GetFullPath(model)));
         if (Device is not null) Line("moe.node.device", Quote(Device));
         if (Precision is not null) Line("moe.node.precision", Quote(Precision));
+        if (OpsUrls is not null) Line("moe.ops.urls", "[" + string.Join(", ", OpsUrls.Select(Quote)) + "]");
         return sb.ToString();
     }
 
@@ -192,17 +199,30 @@ internal sealed record ServerCommandLine
     private static string ParseConfigFile(string s) => File.Exists(s)
         ? Path.GetFullPath(s) : throw new UsageException($"--config: file '{s}' does not exist");
 
+    private static string[] ParseOpsUrls(string s)
+    {
+        var urls = s.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (urls.Length == 0) throw new UsageException("--ops-urls needs at least one URL");
+        foreach (var u in urls)
+        {
+            try
+            {
+                OpsOptions.PortOf(u, "--ops-urls");
+            }
+            catch (ArgumentException e)
+            {
+                throw new UsageException(e.Message);
+            }
+        }
+        return urls;
+    }
+
     private static string[] ParseUrls(string s)
     {
         var urls = s.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         if (urls.Length == 0) throw new UsageException("--urls needs at least one URL");
         foreach (var u in urls)
-        {
-            // Kestrel also accepts wildcard hosts (http://*:8000, http://+:8000), which are not valid URIs.
-            string probe = u.Replace("://*", "://wildcard", StringComparison.Ordinal).Replace("://+", "://wildcard", StringComparison.Ordinal);
-            if (!Uri.TryCreate(probe, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
-                throw new UsageException($"--urls: '{u}' is not an http:// or https:// URL");
-        }
+            if (!ListenUrl.TryParse(u, out _, out _)) throw new UsageException($"--urls: '{u}' is not an http:// or https:// URL");
         return urls;
     }
 }

@@ -17,6 +17,8 @@ public class CommandLineTests
     [InlineData("--precision must be bf16 or f32", "--precision", "fp8")]
     [InlineData("is not an http:// or https:// URL", "--urls", "ftp://127.0.0.1:21")]
     [InlineData("--config: file", "--config", "/nonexistent.hocon")]
+    [InlineData("needs an explicit port", "--ops-urls", "http://127.0.0.1:0")]
+    [InlineData("is the ops listener's", "--urls", "http://127.0.0.1:9131", "--ops-urls", "http://127.0.0.1:9131")]
     [InlineData("needs a value", "--role")]
     [InlineData("unexpected argument", "serve")]
     public void Bad_arguments_exit_2_with_a_message_on_stderr(string message, params string[] args)
@@ -68,6 +70,16 @@ public class CommandLineTests
         Assert.Equal("node-1", settings.Node.Hostname);
         Assert.Equal(["akka.tcp://moe@127.0.0.1:4053", "akka.tcp://moe@10.0.0.2:4053"], settings.Node.SeedAddresses());
         Assert.Equal([ServerCommandLine.DefaultUrls], cl.Urls);
+        Assert.Empty(Gateway.Ops.OpsOptions.FromConfig(settings.Hocon).Urls);
+    }
+
+    [Fact]
+    public void Ops_urls_become_the_ops_listener_setting()
+    {
+        var cl = ServerCommandLine.Parse(["--model", TinyModel.Dir, "--ops-urls", "http://127.0.0.1:9000; http://[::1]:9001"]);
+        var ops = Gateway.Ops.OpsOptions.FromConfig(MoeSettings.Load(cl.Role, cl.ToHocon(), cl.ConfigFile).Hocon);
+        Assert.Equal(["http://127.0.0.1:9000", "http://[::1]:9001"], ops.Urls);
+        Assert.Equal([9000, 9001], ops.Ports.Order());
     }
 
     [Fact]

@@ -498,3 +498,74 @@ public sealed class MoectlJoinTests(OpsCluster cluster) : IClassFixture<OpsClust
         Assert.Contains("already a member", err, StringComparison.Ordinal);
     }
 }
+
+/// <summary>The ops surface on a listener of its own (<c>moe.ops.urls</c>).</summary>
+public sealed class OpsListenerTests
+{
+    private static int FreePort()
+    {
+        var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        int port = ((IPEndPoint)l.LocalEndpoint).Port;
+        l.Stop();
+        return port;
+    }
+
+    private static async Task<string> ErrorCode(HttpResponseMessage r) =>
+        JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("code").GetString()!;
+
+    [Fact]
+    public async Task With_an_ops_listener_ops_is_served_on_its_port_only_and_that_port_serves_nothing_but_ops_health_and_metrics()
+    {
+        int port = FreePort();
+        await using var node = await GatewayServer.StartAsync(TinyModel.Dir, $$"""moe.ops.urls = ["http://127.0.0.1:{{port}}"]""");
+        Assert.NotEqual(port, node.BaseAddress.Port);
+        using var ops = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+
+        Assert.Equal(HttpStatusCode.OK, (await ops.GetAsync("/ops/health")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await ops.GetAsync("/health")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await ops.GetAsync("/metrics")).StatusCode);
+        foreach (var path in new[] { "/v1/models", "/" })
+        {
+            using var r = await ops.GetAsync(path);
+            Assert.Equal(HttpStatusCode.NotFound, r.StatusCode);
+            Assert.Equal("not_on_ops_port", await ErrorCode(r));
+        }
+        using (var r = await ops.PostAsync("/v1/completions", new StringContent("""{"prompt":"x","max_tokens":1}""", Encoding.UTF8, "application/json")))
+            Assert.Equal(HttpStatusCode.NotFound, r.StatusCode);
+
+        // the API's port no longer serves /ops/*, and says where it is
+        using (var r = await node.Http.GetAsync("/ops/health"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, r.StatusCode);
+            Assert.Equal("ops_not_on_this_port", await ErrorCode(r));
+            Assert.Contains(port.ToString(System.Globalization.CultureInfo.InvariantCulture), await r.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+        Assert.Equal(HttpStatusCode.OK, (await node.Http.GetAsync("/v1/models")).StatusCode);
+        await OpsCluster.GenerateAsync(node);
+
+        // moectl talks to the ops listener; pointed at the API it is told where ops lives
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int exit = await OpsCli.RunAsync(["--endpoint", $"http://127.0.0.1:{port}", "--json", "health"], stdout, stderr);
+        Assert.True(exit == 0, stderr.ToString());
+        Assert.Equal(node.Runtime.Status.Address, JsonDocument.Parse(stdout.ToString()).RootElement.GetProperty("report").GetProperty("address").GetString());
+        var (apiExit, _, apiErr) = await OpsCluster.RunAsync(node, "health");
+        Assert.NotEqual(0, apiExit);
+        Assert.Contains("ops surface listens on port", apiErr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Ops_urls_need_an_explicit_port_that_the_api_does_not_use()
+    {
+        Assert.Equal(9000, OpsOptions.PortOf("http://*:9000", "moe.ops.urls"));
+        Assert.Equal(9001, OpsOptions.PortOf("http://[::1]:9001/", "moe.ops.urls"));
+        Assert.Contains("explicit port", Assert.Throws<ArgumentException>(() => OpsOptions.PortOf("http://127.0.0.1", "moe.ops.urls")).Message, StringComparison.Ordinal);
+        Assert.Contains("explicit port", Assert.Throws<ArgumentException>(() => OpsOptions.PortOf("http://[::1]", "moe.ops.urls")).Message, StringComparison.Ordinal);
+        Assert.Contains("explicit port", Assert.Throws<ArgumentException>(() => OpsOptions.PortOf("http://127.0.0.1:0", "moe.ops.urls")).Message, StringComparison.Ordinal);
+        Assert.Contains("not an http", Assert.Throws<ArgumentException>(() => OpsOptions.PortOf("ftp://127.0.0.1:21", "moe.ops.urls")).Message, StringComparison.Ordinal);
+        var ops = new OpsOptions { Urls = ["http://127.0.0.1:9000"] };
+        ops.CheckApiUrls(["http://127.0.0.1:8000", "http://127.0.0.1:0"]);
+        Assert.Throws<ArgumentException>(() => ops.CheckApiUrls(["http://0.0.0.0:9000"]));
+    }
+}

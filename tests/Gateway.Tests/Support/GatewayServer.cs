@@ -47,7 +47,8 @@ public sealed class GatewayServer : IAsyncDisposable
             """);
         var app = GatewayApp.Create(settings, ["http://127.0.0.1:0"], logging: l => l.SetMinimumLevel(LogLevel.Warning).AddFilter("Microsoft", LogLevel.Error));
         await app.StartAsync();
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var opsPorts = Ops.OpsOptions.FromConfig(settings.Hocon).Ports; // an ops listener of its own is not the API's address
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First(a => !opsPorts.Contains(new Uri(a).Port));
         var server = new GatewayServer(app, new Uri(address));
         if (waitReady) await server.WaitReadyAsync();
         return server;

@@ -92,6 +92,9 @@ foreach (string preset in presets)
 }
 
 WriteReport(outFile, limits, results, quick, promptLen, workloads);
+string prefixPreset = presets.Contains("bench") ? "bench" : presets[0];
+string prefixSection = await MoeServer.Bench.Engine.PrefixCacheBench.RunAsync(EnsureCheckpoint(prefixPreset), prefixPreset, quick);
+File.AppendAllText(outFile, Environment.NewLine + prefixSection);
 return 0;
 
 MoeSettings Settings(string dir, NodeRole role, string? seed) => MoeSettings.Load(role, $$"""

@@ -45,6 +45,20 @@ public sealed class EngineGauges
         Volatile.Write(ref _kvAllocated, kvAllocated);
     }
 
+    private long _prefixLookups, _prefixHits, _prefixTokens, _prefixBytes;
+
+    /// <summary>Prefix cache: admissions that looked, that reused a prefix, prompt tokens not prefilled again, bytes kept.</summary>
+    public (long Lookups, long Hits, long TokensReused, long Bytes) PrefixCache =>
+        (Volatile.Read(ref _prefixLookups), Volatile.Read(ref _prefixHits), Volatile.Read(ref _prefixTokens), Volatile.Read(ref _prefixBytes));
+
+    internal void SetPrefixCache(long lookups, long hits, long tokensReused, long bytes)
+    {
+        Volatile.Write(ref _prefixLookups, lookups);
+        Volatile.Write(ref _prefixHits, hits);
+        Volatile.Write(ref _prefixTokens, tokensReused);
+        Volatile.Write(ref _prefixBytes, bytes);
+    }
+
     internal void AddRouted(int layer, int expert, int tokens) =>
         Interlocked.Add(ref _routedTokens[layer * NumExperts + expert], tokens);
 

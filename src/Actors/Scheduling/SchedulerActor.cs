@@ -42,6 +42,7 @@ public sealed class SchedulerActor : ReceiveActor
     private long _completed, _promptTokens, _generatedTokens;
 
     private readonly EngineGauges _gauges;
+    private readonly PrefixCache? _prefixCache;
 
     public SchedulerActor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options, EngineGauges gauges)
     {
@@ -50,6 +51,7 @@ public sealed class SchedulerActor : ReceiveActor
         _options = options;
         _gauges = gauges;
         _runner = new StepRunner(model, dispatcher(Context.GetLogger()), gauges, options);
+        if (options.PrefixCacheBytes > 0) _prefixCache = new PrefixCache(options.PrefixCacheBytes, options.PrefixCacheMinTokens, n => model.NewSequence(n));
         var cfg = model.Config;
         _eos = new HashSet<int>(cfg.EosTokenIds);
         if (tokenizer.EosId is { } te) _eos.Add(te);
@@ -170,8 +172,11 @@ public sealed class SchedulerActor : ReceiveActor
         PublishGauges();
     }
 
-    private void PublishGauges() =>
+    private void PublishGauges()
+    {
         _gauges.SetQueue(_running.Count, _waiting.Count, _kvReserved, _running.Sum(s => s.Cache?.Bytes ?? 0));
+        if (_prefixCache is { } p) _gauges.SetPrefixCache(p.Lookups, p.Hits, p.TokensReused, p.Bytes);
+    }
 
     private static string FormatBytes(long bytes) => bytes switch
     {
@@ -203,6 +208,7 @@ public sealed class SchedulerActor : ReceiveActor
             s.LastScheduledStep = _stepId;
             s.QueueTime = Stopwatch.GetElapsedTime(s.QueuedAt);
             s.Cache = _model.NewSequence(s.Prompt.Length + s.MaxTokens);
+            if (_prefixCache is not null) s.Prefilled = _prefixCache.TryReuse(s.Prompt, s.Request.Routing, s.Cache);
             _kvReserved += s.ReservedKvBytes;
             _running.Add(s);
         }
@@ -415,8 +421,13 @@ public sealed class SchedulerActor : ReceiveActor
         _byId.Remove(s.Id);
         if (!_running.Remove(s)) _waiting.Remove(s);
         else _kvReserved -= s.ReservedKvBytes;
-        s.Cache?.Dispose();
-        s.Cache = null;
+        if (s.Cache is not null)
+        {
+            // a prompt that ran to its end is worth keeping for the next one that starts the same way
+            if (_prefixCache is not null && error is null) _prefixCache.Offer(s.Prompt, s.Prefilled, s.Request.Routing, s.Cache);
+            else s.Cache.Dispose();
+            s.Cache = null;
+        }
         _completed++;
         s.Generation.Tell(new Emit(new TokenChunk(s.Id, text, tokenId, tok)
         {
@@ -456,6 +467,7 @@ public sealed class SchedulerActor : ReceiveActor
 
     protected override void PostStop()
     {
+        _prefixCache?.Dispose();
         foreach (var s in _byId.Values.ToArray())
         {
             if (s.InStep) continue; // the compute thread still uses its cache; it ends with the process

@@ -32,6 +32,10 @@ public sealed record SchedulerOptions
     public LayerwisePrediction LayerwisePrediction { get; init; } = LayerwisePrediction.TokenGates;
     /// <summary>Layer-wise models: a layer's predictions are used (batching, step-start announcement) when they have held this often.</summary>
     public double AnnounceConfidence { get; init; } = 0.5;
+    /// <summary>Bytes of finished prompts' keys/values kept for reuse by prompts that start the same way; 0: off.</summary>
+    public long PrefixCacheBytes { get; init; }
+    /// <summary>Shortest shared prefix worth copying (and shortest prompt worth keeping).</summary>
+    public int PrefixCacheMinTokens { get; init; } = 16;
 
     public static SchedulerOptions FromConfig(Config c) => new SchedulerOptions
     {
@@ -48,6 +52,8 @@ public sealed record SchedulerOptions
         ExactPreGate = c.GetBoolean("moe.scheduler.pregate.exact", true),
         SpeculativeHorizon = c.GetInt("moe.scheduler.pregate.speculative-horizon", 2),
         AnnounceConfidence = c.GetDouble("moe.scheduler.pregate.announce-confidence", 0.5),
+        PrefixCacheBytes = c.GetByteSize("moe.scheduler.prefix-cache.max-bytes") ?? 0,
+        PrefixCacheMinTokens = c.GetInt("moe.scheduler.prefix-cache.min-tokens", 16),
         LayerwisePrediction = c.GetString("moe.scheduler.pregate.layerwise-prediction", "token-gates").Trim().ToLowerInvariant() switch
         {
             "token-gates" => LayerwisePrediction.TokenGates,
@@ -83,6 +89,8 @@ public sealed record SchedulerOptions
         if (SpeculativeHorizon < 0) throw new ArgumentException("moe.scheduler.pregate.speculative-horizon must be >= 0");
         if (MaxQueuedRequests < 0) throw new ArgumentException("moe.scheduler.max-queued-requests must be >= 0");
         if (KvCacheBudgetBytes <= 0) throw new ArgumentException("moe.scheduler.kv-cache-budget must be positive");
+        if (PrefixCacheBytes < 0) throw new ArgumentException("moe.scheduler.prefix-cache.max-bytes must be >= 0 (0: off)");
+        Positive(PrefixCacheMinTokens, "prefix-cache.min-tokens");
         return this;
     }
 }

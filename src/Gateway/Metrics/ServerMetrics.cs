@@ -18,7 +18,8 @@ public sealed class ServerMetrics
 
     private readonly Histogram? _ttft, _itl, _e2e, _queue;
     private readonly Counter? _promptTokens, _generationTokens, _finished, _routed;
-    private readonly Gauge? _running, _waiting, _kvUsage, _kvReserved, _kvAllocated, _kvBudget, _recall;
+    private readonly Gauge? _running, _waiting, _kvUsage, _kvReserved, _kvAllocated, _kvBudget, _recall, _prefixBytes;
+    private readonly Counter? _prefixLookups, _prefixHits, _prefixTokens;
     private readonly Counter? _predictions, _predictionHits;
 
     public ServerMetrics(MoeEngine? engine, Actors.Experts.ExpertWorkCounters? experts = null, Actors.Experts.ExpertResidency? residency = null)
@@ -52,6 +53,10 @@ public sealed class ServerMetrics
                 new CounterConfiguration { LabelNames = ["kind", "layer"] });
             _predictionHits = f.CreateCounter("moe_pregate_correct_total", "Of those, rows routed exactly to the experts known or predicted.",
                 new CounterConfiguration { LabelNames = ["kind", "layer"] });
+            _prefixLookups = f.CreateCounter("moe_prefix_cache_lookups_total", "Admitted generations that looked for a cached prompt prefix (moe.scheduler.prefix-cache).");
+            _prefixHits = f.CreateCounter("moe_prefix_cache_hits_total", "Admitted generations that reused a cached prompt prefix.");
+            _prefixTokens = f.CreateCounter("moe_prefix_cache_reused_tokens_total", "Prompt tokens whose keys/values were copied from the prefix cache instead of prefilled.");
+            _prefixBytes = f.CreateGauge("moe_prefix_cache_bytes", "Bytes of keys/values the prefix cache holds.");
             _recall = f.CreateGauge("moe_speculation_recall", "Speculative lookahead gates (layer-wise models): recall per distance, per token and per step's expert set.",
                 new GaugeConfiguration { LabelNames = ["distance", "kind"] });
             Registry.AddBeforeCollectCallback(() => ReadEngine(engine.Gauges));
@@ -147,6 +152,11 @@ public sealed class ServerMetrics
         _kvAllocated!.Set(g.KvAllocatedBytes);
         _kvBudget!.Set(g.KvBudgetBytes);
         _kvUsage!.Set(g.KvBudgetBytes > 0 ? (double)g.KvReservedBytes / g.KvBudgetBytes : 0);
+        var prefix = g.PrefixCache;
+        _prefixLookups!.IncTo(prefix.Lookups);
+        _prefixHits!.IncTo(prefix.Hits);
+        _prefixTokens!.IncTo(prefix.TokensReused);
+        _prefixBytes!.Set(prefix.Bytes);
         for (int l = 0; l < g.NumLayers; l++)
         {
             for (int e = 0; e < g.NumExperts; e++)

@@ -117,6 +117,35 @@ public sealed class KvCache : IDisposable
         Router?.Advance(newLength);
     }
 
+    /// <summary>
+    /// Starts this (empty) cache with the first <paramref name="length"/> positions of <paramref name="source"/> (and of
+    /// its router's cache): a prompt that begins with tokens another sequence already ran skips their prefill. Keys are
+    /// stored after RoPE at absolute positions, so a copied prefix is valid as is.
+    /// </summary>
+    public void CopyPrefixFrom(KvCache source, int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(source);
+        if (Length != 0) throw new InvalidOperationException("the prefix goes into an empty cache");
+        if (length < 0 || length > source.Length) throw new ArgumentOutOfRangeException(nameof(length), $"the source holds {source.Length} positions");
+        if (source._k.Length != _k.Length || source._kvHeads != _kvHeads || source._headDim != _headDim || (source.Router is null) != (Router is null))
+            throw new ArgumentException("the source cache belongs to another model", nameof(source));
+        if (length == 0) return;
+        int cap = _capacity;
+        while (cap < length) cap *= 2;
+        Grow(cap);
+        using (torch.no_grad())
+        {
+            for (int l = 0; l < _k.Length; l++)
+            {
+                _k[l]!.narrow(1, 0, length).copy_(source._k[l]!.narrow(1, 0, length));
+                _v[l]!.narrow(1, 0, length).copy_(source._v[l]!.narrow(1, 0, length));
+            }
+        }
+        Length = length;
+        if (Router is not null) Router.CopyPrefixFrom(source.Router!, length);
+    }
+
     /// <summary>Forgets positions from <paramref name="length"/> on (e.g. to re-run a prompt suffix).</summary>
     public void Truncate(int length)
     {

@@ -74,7 +74,7 @@ internal static class PrefixCacheBench
         sb.AppendLine($"## Prefix cache: requests sharing a {shared}-token system prompt ({preset} preset)");
         sb.AppendLine();
         sb.AppendLine($"{requests} requests one at a time, each the shared prompt plus {suffix} tokens of its own, {MaxTokens} tokens generated; two single nodes on the " +
-                      "same checkpoint, one with `moe.scheduler.prefix-cache.max-bytes = 0` (off, the default) and one with 512 MiB, requests alternated between them. " +
+                      "same checkpoint, one with `moe.scheduler.prefix-cache.max-bytes = 0` (off) and one with 512 MiB, requests alternated between them. " +
                       "TTFT: submission to the first token (engine clock).");
         sb.AppendLine();
         var t = new MarkdownTable("prefix cache", "TTFT p50 ms", "TTFT max ms", "prompt tokens prefilled per request", "vs off");

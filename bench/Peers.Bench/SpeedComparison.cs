@@ -146,6 +146,8 @@ internal static class SpeedComparison
         await using var node = await MoeNodeHost.StartAsync(MoeSettings.Load(NodeRole.All, $$"""
             moe.node { model = "{{dir}}", precision = bf16, cluster-port = 0 }
             moe.scheduler { max-running-sequences = {{Math.Max(64, concurrency.Max())}}, max-batch-tokens = {{PromptTokens}}, prefill-chunk = {{PromptTokens}} }
+            # the streams repeat their prompts at every level and llama.cpp's memory is cleared in between: no prefix reuse
+            moe.scheduler.prefix-cache.max-bytes = 0
             akka.loglevel = WARNING
             """));
         await node.WaitReadyAsync(TimeSpan.FromMinutes(10));

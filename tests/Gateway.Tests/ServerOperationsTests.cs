@@ -62,6 +62,32 @@ public sealed class ServerOperationsTests
     }
 
     [Fact]
+    public async Task Chat_requests_sharing_a_system_prompt_reuse_its_keys_and_values_by_default()
+    {
+        await using var server = await GatewayServer.StartAsync(TinyModel.Dir);
+        const string SystemPrompt = "You are a terse assistant for the moe server test suite. Answer in as few words as you can, always.";
+        var usage = new List<int>();
+        foreach (var question in new[] { "first question", "a second, different question" })
+        {
+            using var r = await server.Http.PostAsync("/v1/chat/completions", Json($$"""
+                {"messages":[{"role":"system","content":"{{SystemPrompt}}"},{"role":"user","content":"{{question}}"}],"max_tokens":3,"temperature":0}
+                """));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            using var body = System.Text.Json.JsonDocument.Parse(await r.Content.ReadAsStringAsync());
+            usage.Add(body.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+            await server.WaitIdleAsync();
+        }
+        string text = await server.Http.GetStringAsync("/metrics");
+        Assert.Equal(2, Metric(text, "moe_prefix_cache_lookups_total"));
+        Assert.Equal(1, Metric(text, "moe_prefix_cache_hits_total"));
+        double reused = Metric(text, "moe_prefix_cache_reused_tokens_total");
+        Assert.True(reused >= Reference.Encode(SystemPrompt).Length, $"{reused} tokens reused");
+        Assert.True(reused < usage[1], $"{reused} tokens reused of a {usage[1]}-token prompt");
+        Assert.Equal(usage.Sum(), Metric(text, "moe_prompt_tokens_total")); // usage counts the whole prompt either way
+        Assert.True(Metric(text, "moe_prefix_cache_bytes") > 0);
+    }
+
+    [Fact]
     public async Task Metrics_report_the_expert_cache_of_a_node_with_a_budget()
     {
         await using var server = await GatewayServer.StartAsync(TinyModel.Dir,

@@ -33,7 +33,7 @@ public sealed record SchedulerOptions
     /// <summary>Layer-wise models: a layer's predictions are used (batching, step-start announcement) when they have held this often.</summary>
     public double AnnounceConfidence { get; init; } = 0.5;
     /// <summary>Bytes of finished prompts' keys/values kept for reuse by prompts that start the same way; 0: off.</summary>
-    public long PrefixCacheBytes { get; init; }
+    public long PrefixCacheBytes { get; init; } = 256L << 20;
     /// <summary>Shortest shared prefix worth copying (and shortest prompt worth keeping).</summary>
     public int PrefixCacheMinTokens { get; init; } = 16;
 
@@ -52,7 +52,7 @@ public sealed record SchedulerOptions
         ExactPreGate = c.GetBoolean("moe.scheduler.pregate.exact", true),
         SpeculativeHorizon = c.GetInt("moe.scheduler.pregate.speculative-horizon", 2),
         AnnounceConfidence = c.GetDouble("moe.scheduler.pregate.announce-confidence", 0.5),
-        PrefixCacheBytes = c.GetByteSize("moe.scheduler.prefix-cache.max-bytes") ?? 0,
+        PrefixCacheBytes = c.GetByteSize("moe.scheduler.prefix-cache.max-bytes") ?? (256L << 20),
         PrefixCacheMinTokens = c.GetInt("moe.scheduler.prefix-cache.min-tokens", 16),
         LayerwisePrediction = c.GetString("moe.scheduler.pregate.layerwise-prediction", "token-gates").Trim().ToLowerInvariant() switch
         {

@@ -37,6 +37,19 @@ public sealed class OpenAiSdkTests(SharedServer shared) : IClassFixture<SharedSe
     }
 
     [Fact]
+    public async Task A_repeated_system_prompt_is_reported_as_cached_input_tokens()
+    {
+        var chat = Client().GetChatClient(ModelName);
+        var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 2 };
+        string system = $"You answer questions about mixture-of-experts servers (session {Guid.NewGuid():N}); keep every answer short.";
+        ChatCompletion first = await chat.CompleteChatAsync([new SystemChatMessage(system), new UserChatMessage("What is an expert?")], options);
+        ChatCompletion second = await chat.CompleteChatAsync([new SystemChatMessage(system), new UserChatMessage("And a router?")], options);
+        Assert.Equal(0, first.Usage.InputTokenDetails.CachedTokenCount);
+        int cached = second.Usage.InputTokenDetails.CachedTokenCount;
+        Assert.True(cached >= 16 && cached < second.Usage.InputTokenCount, $"{cached} of {second.Usage.InputTokenCount} input tokens cached");
+    }
+
+    [Fact]
     public async Task Streaming_chat_yields_the_same_text_as_the_whole_reply_and_reports_usage()
     {
         var chat = Client().GetChatClient(ModelName);

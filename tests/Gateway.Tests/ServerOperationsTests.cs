@@ -67,6 +67,7 @@ public sealed class ServerOperationsTests
         await using var server = await GatewayServer.StartAsync(TinyModel.Dir);
         const string SystemPrompt = "You are a terse assistant for the moe server test suite. Answer in as few words as you can, always.";
         var usage = new List<int>();
+        var cachedReported = new List<int>();
         foreach (var question in new[] { "first question", "a second, different question" })
         {
             using var r = await server.Http.PostAsync("/v1/chat/completions", Json($$"""
@@ -75,6 +76,7 @@ public sealed class ServerOperationsTests
             Assert.Equal(HttpStatusCode.OK, r.StatusCode);
             using var body = System.Text.Json.JsonDocument.Parse(await r.Content.ReadAsStringAsync());
             usage.Add(body.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+            cachedReported.Add(body.RootElement.GetProperty("usage").GetProperty("prompt_tokens_details").GetProperty("cached_tokens").GetInt32());
             await server.WaitIdleAsync();
         }
         string text = await server.Http.GetStringAsync("/metrics");
@@ -85,6 +87,7 @@ public sealed class ServerOperationsTests
         Assert.True(reused < usage[1], $"{reused} tokens reused of a {usage[1]}-token prompt");
         Assert.Equal(usage.Sum(), Metric(text, "moe_prompt_tokens_total")); // usage counts the whole prompt either way
         Assert.True(Metric(text, "moe_prefix_cache_bytes") > 0);
+        Assert.Equal([0, (int)reused], cachedReported); // OpenAI's usage.prompt_tokens_details.cached_tokens
     }
 
     [Fact]

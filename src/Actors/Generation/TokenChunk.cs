@@ -3,8 +3,9 @@ using MoeServer.Kernels.Sampling;
 
 namespace MoeServer.Actors.Generation;
 
-/// <summary>Token counts of a finished request.</summary>
-public sealed record GenerationUsage(int PromptTokens, int CompletionTokens)
+/// <summary>Token counts of a finished request; <paramref name="CachedPromptTokens"/> of the prompt's tokens were copied
+/// from the prefix cache instead of prefilled.</summary>
+public sealed record GenerationUsage(int PromptTokens, int CompletionTokens, int CachedPromptTokens = 0)
 {
     public int TotalTokens => PromptTokens + CompletionTokens;
 }

@@ -208,7 +208,7 @@ public sealed class SchedulerActor : ReceiveActor
             s.LastScheduledStep = _stepId;
             s.QueueTime = Stopwatch.GetElapsedTime(s.QueuedAt);
             s.Cache = _model.NewSequence(s.Prompt.Length + s.MaxTokens);
-            if (_prefixCache is not null) s.Prefilled = _prefixCache.TryReuse(s.Prompt, s.Request.Routing, s.Cache);
+            if (_prefixCache is not null) s.Prefilled = s.CachedPromptTokens = _prefixCache.TryReuse(s.Prompt, s.Request.Routing, s.Cache);
             _kvReserved += s.ReservedKvBytes;
             _running.Add(s);
         }
@@ -432,7 +432,7 @@ public sealed class SchedulerActor : ReceiveActor
         s.Generation.Tell(new Emit(new TokenChunk(s.Id, text, tokenId, tok)
         {
             FinishReason = reason,
-            Usage = new GenerationUsage(s.Prompt.Length, s.Generated),
+            Usage = new GenerationUsage(s.Prompt.Length, s.Generated, s.CachedPromptTokens),
             Error = error,
             ExpertsByLayer = tok is null ? null : s.LastExperts,
             QueueTime = TakeQueueTime(s),
@@ -475,7 +475,7 @@ public sealed class SchedulerActor : ReceiveActor
             s.Generation.Tell(new Emit(new TokenChunk(s.Id, "", -1, null)
             {
                 FinishReason = FinishReason.Error,
-                Usage = new GenerationUsage(s.Prompt.Length, s.Generated),
+                Usage = new GenerationUsage(s.Prompt.Length, s.Generated, s.CachedPromptTokens),
                 Error = "the engine stopped",
             }));
         }

@@ -22,6 +22,8 @@ internal sealed class SequenceState
     public KvCache? Cache { get; set; }
     /// <summary>Prompt tokens already in the cache.</summary>
     public int Prefilled { get; set; }
+    /// <summary>Of those, the ones copied from the prefix cache at admission.</summary>
+    public int CachedPromptTokens { get; set; }
     public int Generated { get; set; }
     public int LastToken { get; set; } = -1;
     public bool InStep { get; set; }

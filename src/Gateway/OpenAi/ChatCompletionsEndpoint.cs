@@ -41,6 +41,7 @@ internal static class ChatCompletionsEndpoint
         var logprobs = running.Job.Logprobs ? Enumerable.Range(0, count).Select(_ => new ChatLogprobs([])).ToArray() : null;
         var finish = new string?[count];
         int completion = 0;
+        var cached = new CachedPromptTokens(running.Job);
         await foreach (var (i, c) in running.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
         {
             if (logprobs is not null && c.Token is { } tok) logprobs[i].Content.Add(api.Model.Tokens.ChatEntry(tok));
@@ -49,11 +50,12 @@ internal static class ChatCompletionsEndpoint
             if (c.FinishReason == FinishReason.Error) throw CompletionsEndpoint.GenerationFailed(c.Error);
             finish[i] = CompletionsEndpoint.FinishReasonName(c.FinishReason);
             completion += c.Usage?.CompletionTokens ?? 0;
+            cached.Add(i, c.Usage);
         }
         var choices = Enumerable.Range(0, count)
             .Select(i => new ChatChoice(i, new ChatMessageOut("assistant", text[i].ToString()), logprobs?[i], finish[i])).ToArray();
         await ctx.Response.WriteAsJsonAsync(new ChatCompletionResponse(shape.Id, "chat.completion", shape.Created, shape.Model, choices,
-            new Usage(promptTokens, completion, promptTokens + completion)), OpenAiJson.Options, ctx.RequestAborted).ConfigureAwait(false);
+            new Usage(promptTokens, completion, promptTokens + completion, cached.Details)), OpenAiJson.Options, ctx.RequestAborted).ConfigureAwait(false);
     }
 
     private static async Task StreamAsync(HttpContext ctx, ApiContext api, RunningJob running, Shape shape, int promptTokens)
@@ -65,6 +67,7 @@ internal static class ChatCompletionsEndpoint
         for (int i = 0; i < running.Job.Choices.Count; i++)
             await sse.WriteAsync(Chunk(new ChatChunkChoice(i, new ChatDelta("assistant", ""), null, null)), ct).ConfigureAwait(false);
         int completion = 0;
+        var cached = new CachedPromptTokens(running.Job);
         await foreach (var (i, c) in running.ReadAllAsync(ct).ConfigureAwait(false))
         {
             if (c.IsFinal && c.FinishReason == FinishReason.Error)
@@ -79,13 +82,14 @@ internal static class ChatCompletionsEndpoint
                 await sse.WriteAsync(Chunk(new ChatChunkChoice(i, new ChatDelta(null, c.Text), lp, null)), ct).ConfigureAwait(false);
             if (!c.IsFinal) continue;
             completion += c.Usage?.CompletionTokens ?? 0;
+            cached.Add(i, c.Usage);
             await sse.WriteAsync(Chunk(new ChatChunkChoice(i, new ChatDelta(null, null), null,
                 CompletionsEndpoint.FinishReasonName(c.FinishReason))), ct).ConfigureAwait(false);
         }
         if (running.Job.IncludeUsage)
         {
             await sse.WriteAsync(new ChatCompletionChunk(shape.Id, "chat.completion.chunk", shape.Created, shape.Model, [],
-                new Usage(promptTokens, completion, promptTokens + completion)), ct).ConfigureAwait(false);
+                new Usage(promptTokens, completion, promptTokens + completion, cached.Details)), ct).ConfigureAwait(false);
         }
         await sse.DoneAsync(ct).ConfigureAwait(false);
     }

@@ -38,6 +38,7 @@ internal static class CompletionsEndpoint
         var logprobs = running.Job.Logprobs ? Enumerable.Range(0, count).Select(_ => new CompletionLogprobs([], [], [], [])).ToArray() : null;
         var finish = new string?[count];
         int completion = 0;
+        var cached = new CachedPromptTokens(running.Job);
         await foreach (var (i, c) in running.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
         {
             if (logprobs is not null && c.Token is { } tok) AddLogprobs(api, logprobs[i], tok, text[i].Length);
@@ -46,10 +47,11 @@ internal static class CompletionsEndpoint
             if (c.FinishReason == FinishReason.Error) throw GenerationFailed(c.Error);
             finish[i] = FinishReasonName(c.FinishReason);
             completion += c.Usage?.CompletionTokens ?? 0;
+            cached.Add(i, c.Usage);
         }
         var choices = Enumerable.Range(0, count).Select(i => new CompletionChoice(i, text[i].ToString(), logprobs?[i], finish[i])).ToArray();
         await ctx.Response.WriteAsJsonAsync(new CompletionResponse(shape.Id, "text_completion", shape.Created, shape.Model, choices,
-            new Usage(promptTokens, completion, promptTokens + completion)), OpenAiJson.Options, ctx.RequestAborted).ConfigureAwait(false);
+            new Usage(promptTokens, completion, promptTokens + completion, cached.Details)), OpenAiJson.Options, ctx.RequestAborted).ConfigureAwait(false);
     }
 
     private static async Task StreamAsync(HttpContext ctx, ApiContext api, RunningJob running, ResponseShape shape, int promptTokens)
@@ -58,6 +60,7 @@ internal static class CompletionsEndpoint
         var ct = ctx.RequestAborted;
         var offsets = new int[running.Job.Choices.Count];
         int completion = 0;
+        var cached = new CachedPromptTokens(running.Job);
         await foreach (var (i, c) in running.ReadAllAsync(ct).ConfigureAwait(false))
         {
             if (c.IsFinal && c.FinishReason == FinishReason.Error)
@@ -75,6 +78,7 @@ internal static class CompletionsEndpoint
             }
             offsets[i] += c.Text.Length;
             if (c.IsFinal) completion += c.Usage?.CompletionTokens ?? 0;
+            cached.Add(i, c.Usage);
             if (c.Text.Length == 0 && lp is null && !c.IsFinal) continue; // text held back (partial character or stop string)
             var choice = new CompletionChoice(i, c.Text, lp, c.IsFinal ? FinishReasonName(c.FinishReason) : null);
             await sse.WriteAsync(new CompletionResponse(shape.Id, "text_completion", shape.Created, shape.Model, [choice], null), ct).ConfigureAwait(false);
@@ -82,7 +86,7 @@ internal static class CompletionsEndpoint
         if (running.Job.IncludeUsage)
         {
             await sse.WriteAsync(new CompletionResponse(shape.Id, "text_completion", shape.Created, shape.Model, [],
-                new Usage(promptTokens, completion, promptTokens + completion)), ct).ConfigureAwait(false);
+                new Usage(promptTokens, completion, promptTokens + completion, cached.Details)), ct).ConfigureAwait(false);
         }
         await sse.DoneAsync(ct).ConfigureAwait(false);
     }

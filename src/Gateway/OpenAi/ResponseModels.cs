@@ -5,7 +5,10 @@ namespace MoeServer.Gateway.OpenAi;
 // Response bodies in OpenAI's shapes (snake_case through OpenAiJson). Fields OpenAI always sends, null or not,
 // are marked Never-ignore.
 
-public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
+public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens, PromptTokensDetails? PromptTokensDetails = null);
+
+/// <summary>OpenAI's <c>prompt_tokens_details</c>: prompt tokens served from the prefix cache.</summary>
+public sealed record PromptTokensDetails(int CachedTokens);
 
 public sealed record CompletionResponse(
     string Id,

@@ -65,11 +65,6 @@ internal static class PrefixCacheBench
             }
         }
         var after = on.Engine.Gauges.PrefixCache;
-        double Median(List<double> v)
-        {
-            var s = v.Order().ToArray();
-            return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
-        }
         var sb = new StringBuilder();
         sb.AppendLine($"## Prefix cache: requests sharing a {shared}-token system prompt ({preset} preset)");
         sb.AppendLine();
@@ -78,7 +73,7 @@ internal static class PrefixCacheBench
                       "TTFT: submission to the first token (engine clock).");
         sb.AppendLine();
         var t = new MarkdownTable("prefix cache", "TTFT p50 ms", "TTFT max ms", "prompt tokens prefilled per request", "vs off");
-        double mOff = Median(ttftOff), mOn = Median(ttftOn);
+        double mOff = SampleStats.Median(ttftOff), mOn = SampleStats.Median(ttftOn);
         double reused = (after.TokensReused - before.TokensReused) / (double)requests;
         t.AddRow("off", mOff.ToString("F1", CultureInfo.InvariantCulture), ttftOff.Max().ToString("F1", CultureInfo.InvariantCulture),
             (shared + suffix).ToString(CultureInfo.InvariantCulture), "1.00x");

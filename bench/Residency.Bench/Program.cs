@@ -215,15 +215,15 @@ foreach (string name in new[] { "readme-moe", "mixtral-moe" })
 var bt = new MarkdownTable("model", "experts", "policy", "prediction held (per layer)", "distinct experts / full decode step", "vs fcfs", "p50 TPOT ms", "p95 TPOT ms", "p95 vs fcfs", "longest wait (steps)", "hit %", "KiB loaded / token", "tok/s");
 foreach (var (model, config, fcfs, aware) in batchingRows)
 {
-    double Distinct(List<RunResult> runs) => Median(runs.Select(r => r.DistinctPerFullDecodeStep(DecodeBatch)));
-    double P95(List<RunResult> runs) => Median(runs.Select(r => r.TpotPercentile(0.95)));
+    double Distinct(List<RunResult> runs) => SampleStats.Median(runs.Select(r => r.DistinctPerFullDecodeStep(DecodeBatch)));
+    double P95(List<RunResult> runs) => SampleStats.Median(runs.Select(r => r.TpotPercentile(0.95)));
     foreach (var (label, runs) in new[] { ("fcfs", fcfs), ("expert-aware", aware) })
         bt.AddRow(model, config, label,
             runs[0].ExactAgreement.Planned > 0 ? $"exact {100.0 * runs[0].ExactAgreement.Right / runs[0].ExactAgreement.Planned:F0}%" : string.Join(" / ", runs[0].PredictionHitRate.Select(k => $"{100 * k:F0}%")),
             F(Distinct(runs)), $"{Distinct(runs) / Distinct(fcfs):F2}x",
-            F(Median(runs.Select(r => r.TpotPercentile(0.5)))), F(P95(runs)), $"{P95(runs) / P95(fcfs):F2}x",
-            runs.Max(r => r.Trace.LongestDecodeWait()).ToString(CultureInfo.InvariantCulture), P(Median(runs.Select(r => r.Stats.HitRate))),
-            F(Median(runs.Select(r => r.BytesPerToken)) / 1024), F(Median(runs.Select(r => r.TokensPerSecond))));
+            F(SampleStats.Median(runs.Select(r => r.TpotPercentile(0.5)))), F(P95(runs)), $"{P95(runs) / P95(fcfs):F2}x",
+            runs.Max(r => r.Trace.LongestDecodeWait()).ToString(CultureInfo.InvariantCulture), P(SampleStats.Median(runs.Select(r => r.Stats.HitRate))),
+            F(SampleStats.Median(runs.Select(r => r.BytesPerToken)) / 1024), F(SampleStats.Median(runs.Select(r => r.TokensPerSecond))));
 }
 report.AppendLine();
 report.AppendLine($"## Expert-aware batching vs FCFS ({requests} running sequences, at most {DecodeBatch} decode rows per step, max-wait-steps 8)");
@@ -234,10 +234,10 @@ report.AppendLine($"Medians of {(quick ? 1 : 3)} alternating runs per policy. Di
 report.AppendLine();
 report.AppendLine(bt.ToString());
 AppendPublishedComparison(report, measured, batchingRows.Select(r => (r.Model, r.Config,
-    Median(r.Aware.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch))) / Median(r.Fcfs.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch))),
-    Median(r.Aware.Select(x => x.TpotPercentile(0.95))) / Median(r.Fcfs.Select(x => x.TpotPercentile(0.95))),
-    Median(r.Aware.Select(x => x.TokensPerSecond)))).ToList(),
-    batchingRows.Where(r => r.Config == "all experts resident").ToDictionary(r => r.Model, r => Median(r.Aware.Select(x => x.TokensPerSecond))));
+    SampleStats.Median(r.Aware.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch))) / SampleStats.Median(r.Fcfs.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch))),
+    SampleStats.Median(r.Aware.Select(x => x.TpotPercentile(0.95))) / SampleStats.Median(r.Fcfs.Select(x => x.TpotPercentile(0.95))),
+    SampleStats.Median(r.Aware.Select(x => x.TokensPerSecond)))).ToList(),
+    batchingRows.Where(r => r.Config == "all experts resident").ToDictionary(r => r.Model, r => SampleStats.Median(r.Aware.Select(x => x.TokensPerSecond))));
 
 string sweepPng = BenchPlot.Lines(Path.Combine(outDir, "residency-hit-rate.png"), "Expert cache hit rate vs budget (simulated on live traces)",
     "budget (% of experts resident)", "hit rate (%)", sweepSeries);
@@ -245,8 +245,8 @@ string livePng = BenchPlot.GroupedBars(Path.Combine(outDir, "residency-live.png"
     liveGroups, liveBars.Select(s => (s.Series, s.Values.Take(liveGroups.Count).ToArray())).ToList());
 string batchPng = BenchPlot.GroupedBars(Path.Combine(outDir, "residency-batching.png"), "Distinct experts per full decode step", "distinct (layer, expert)",
     batchingRows.Select(r => $"{r.Model}, {r.Config}").ToList(),
-    [("fcfs", batchingRows.Select(r => Median(r.Fcfs.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch)))).ToArray()),
-     ("expert-aware", batchingRows.Select(r => Median(r.Aware.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch)))).ToArray())]);
+    [("fcfs", batchingRows.Select(r => SampleStats.Median(r.Fcfs.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch)))).ToArray()),
+     ("expert-aware", batchingRows.Select(r => SampleStats.Median(r.Aware.Select(x => x.DistinctPerFullDecodeStep(DecodeBatch)))).ToArray())]);
 report.AppendLine();
 report.AppendLine($"![hit rate vs budget]({Path.GetFileName(sweepPng)})");
 report.AppendLine($"![live hit rates]({Path.GetFileName(livePng)})");
@@ -306,11 +306,6 @@ static void AppendPublishedComparison(StringBuilder report, Dictionary<(string M
     report.AppendLine(t.ToString());
 }
 
-static double Median(IEnumerable<double> values)
-{
-    var v = values.Order().ToArray();
-    return v.Length == 0 ? 0 : v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
-}
 
 static string P(double v) => (100 * v).ToString("F1", CultureInfo.InvariantCulture);
 static string F(double v) => v.ToString(v >= 100 ? "F0" : "F2", CultureInfo.InvariantCulture);

@@ -199,30 +199,29 @@ internal sealed record ServerCommandLine
     private static string ParseConfigFile(string s) => File.Exists(s)
         ? Path.GetFullPath(s) : throw new UsageException($"--config: file '{s}' does not exist");
 
-    private static string[] ParseOpsUrls(string s)
+    private static string[] ParseUrls(string s) => SplitUrls("--urls", s, u =>
     {
-        var urls = s.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (urls.Length == 0) throw new UsageException("--ops-urls needs at least one URL");
-        foreach (var u in urls)
-        {
-            try
-            {
-                OpsOptions.PortOf(u, "--ops-urls");
-            }
-            catch (ArgumentException e)
-            {
-                throw new UsageException(e.Message);
-            }
-        }
-        return urls;
-    }
+        if (!ListenUrl.TryParse(u, out _, out _)) throw new UsageException($"--urls: '{u}' is not an http:// or https:// URL");
+    });
 
-    private static string[] ParseUrls(string s)
+    private static string[] ParseOpsUrls(string s) => SplitUrls("--ops-urls", s, u =>
+    {
+        try
+        {
+            OpsOptions.PortOf(u, "--ops-urls");
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    });
+
+    /// <summary>A ';'-separated list of listen addresses, each checked by <paramref name="check"/>.</summary>
+    private static string[] SplitUrls(string option, string s, Action<string> check)
     {
         var urls = s.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (urls.Length == 0) throw new UsageException("--urls needs at least one URL");
-        foreach (var u in urls)
-            if (!ListenUrl.TryParse(u, out _, out _)) throw new UsageException($"--urls: '{u}' is not an http:// or https:// URL");
+        if (urls.Length == 0) throw new UsageException($"{option} needs at least one URL");
+        foreach (var u in urls) check(u);
         return urls;
     }
 }

@@ -138,12 +138,10 @@ public static class OpsCli
                 return (await c.GetAsync("/ops/experts/placement").ConfigureAwait(false), RenderPlacement);
             case ("experts", "cache"):
                 return (await c.GetAsync("/ops/experts/cache").ConfigureAwait(false), RenderCache);
-            case ("experts", "pin" or "unpin" or "evict"):
+            case ("experts", "pin" or "unpin" or "evict" or "disable" or "enable"):
                 return (await c.PostAsync($"/ops/experts/{Uri.EscapeDataString(Arg(2, "the expert (layer.expert)"))}/{v[1]}").ConfigureAwait(false), RenderDone);
             case ("experts", "stats"):
                 return (await c.GetAsync("/ops/experts/stats").ConfigureAwait(false), RenderStats);
-            case ("experts", "disable" or "enable"):
-                return (await c.PostAsync($"/ops/experts/{Uri.EscapeDataString(Arg(2, "the expert (layer.expert)"))}/{v[1]}").ConfigureAwait(false), RenderDone);
             case ("cluster", "leave" or "down" or "join"):
                 return (await c.PostAsync($"/ops/cluster/{v[1]}?address={Uri.EscapeDataString(Arg(2, "the member address (akka.tcp://moe@HOST:PORT)"))}").ConfigureAwait(false), RenderDone);
             case ("cluster", "down-unreachable"):

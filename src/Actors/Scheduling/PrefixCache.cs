@@ -8,7 +8,7 @@ namespace MoeServer.Actors.Scheduling;
 /// per routing (top-k and disabled experts change the keys and values a prompt produces), bounded in bytes, evicted
 /// least recently used. Owned by the scheduler actor.
 /// </summary>
-internal sealed class PrefixCache(long maxBytes, int minTokens, Func<int, KvCache> newCache) : IDisposable
+internal sealed class PrefixCache(long maxBytes, int minTokens) : IDisposable
 {
     private sealed class Entry(int[] tokens, KvCache cache, string routing)
     {
@@ -64,11 +64,7 @@ internal sealed class PrefixCache(long maxBytes, int minTokens, Func<int, KvCach
             cache.Dispose();
             return;
         }
-        // a compact copy: the request's cache has room for all its generated tokens too
-        var kept = newCache(n);
-        kept.CopyPrefixFrom(cache, n);
-        cache.Dispose();
-        cache = kept;
+        cache.TrimTo(n);
         var tokens = prompt[..n];
         string key = Key(routing);
         // an entry this one extends (or repeats) adds nothing beside it

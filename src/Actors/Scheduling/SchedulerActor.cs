@@ -51,7 +51,7 @@ public sealed class SchedulerActor : ReceiveActor
         _options = options;
         _gauges = gauges;
         _runner = new StepRunner(model, dispatcher(Context.GetLogger()), gauges, options);
-        if (options.PrefixCacheBytes > 0) _prefixCache = new PrefixCache(options.PrefixCacheBytes, options.PrefixCacheMinTokens, n => model.NewSequence(n));
+        if (options.PrefixCacheBytes > 0) _prefixCache = new PrefixCache(options.PrefixCacheBytes, options.PrefixCacheMinTokens);
         var cfg = model.Config;
         _eos = new HashSet<int>(cfg.EosTokenIds);
         if (tokenizer.EosId is { } te) _eos.Add(te);
@@ -423,7 +423,7 @@ public sealed class SchedulerActor : ReceiveActor
         else _kvReserved -= s.ReservedKvBytes;
         if (s.Cache is not null)
         {
-            // a prompt that ran to its end is worth keeping for the next one that starts the same way
+            // the prompt's keys/values are worth keeping for the next prompt that starts the same way
             if (_prefixCache is not null && error is null) _prefixCache.Offer(s.Prompt, s.Prefilled, s.Request.Routing, s.Cache);
             else s.Cache.Dispose();
             s.Cache = null;

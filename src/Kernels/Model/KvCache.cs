@@ -53,7 +53,7 @@ public sealed class KvCache : IDisposable
         {
             int cap = _capacity;
             while (cap < needed) cap *= 2;
-            if (cap != _capacity || _k[layer] is null) Grow(cap);
+            if (cap != _capacity || _k[layer] is null) Resize(cap);
         }
         using (torch.no_grad())
         {
@@ -63,7 +63,8 @@ public sealed class KvCache : IDisposable
         return (_k[layer]!.narrow(1, 0, needed), _v[layer]!.narrow(1, 0, needed));
     }
 
-    private void Grow(int capacity)
+    /// <summary>Reallocates every layer at <paramref name="capacity"/> positions, keeping the filled ones (grows, or trims for <see cref="TrimTo"/>).</summary>
+    private void Resize(int capacity)
     {
         for (int l = 0; l < _k.Length; l++)
         {
@@ -94,7 +95,7 @@ public sealed class KvCache : IDisposable
         {
             int cap = _capacity;
             while (cap <= position) cap *= 2;
-            Grow(cap);
+            Resize(cap);
         }
         float* kd = (float*)TorchInterop.DataPointer(_k[layer]!);
         float* vd = (float*)TorchInterop.DataPointer(_v[layer]!);
@@ -133,7 +134,7 @@ public sealed class KvCache : IDisposable
         if (length == 0) return;
         int cap = _capacity;
         while (cap < length) cap *= 2;
-        Grow(cap);
+        Resize(cap);
         using (torch.no_grad())
         {
             for (int l = 0; l < _k.Length; l++)
@@ -144,6 +145,15 @@ public sealed class KvCache : IDisposable
         }
         Length = length;
         if (Router is not null) Router.CopyPrefixFrom(source.Router!, length);
+    }
+
+    /// <summary>Keeps the first <paramref name="length"/> positions in memory sized to them (a sequence's cache has room
+    /// for all the tokens it may generate; one kept for its prompt needs none).</summary>
+    public void TrimTo(int length)
+    {
+        Truncate(length);
+        if (_capacity != Math.Max(1, length) && _k[0] is not null) Resize(Math.Max(1, length));
+        Router?.TrimTo(length);
     }
 
     /// <summary>Forgets positions from <paramref name="length"/> on (e.g. to re-run a prompt suffix).</summary>

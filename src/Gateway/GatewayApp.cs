@@ -44,7 +44,7 @@ public static class GatewayApp
         builder.Services.AddSingleton(sp =>
         {
             var runtime = sp.GetRequiredService<MoeNodeRuntime>();
-            return new ServerMetrics(runtime.Engine, runtime.ExpertWork, runtime.ExpertResidency);
+            return new ServerMetrics(runtime.Engine, runtime.ExpertWork, runtime.ExpertResidency, runtime.ExpertFailover);
         });
         bool gateway = settings.Node.Role.RunsGateway();
         if (gateway)

@@ -14,8 +14,10 @@ internal static class HealthEndpoints
     public const string ReadyTag = "ready";
 
     private sealed record Liveness(string Status, string Role, string Phase);
-    private sealed record Ready(string Status);
-    private sealed record NotReady(string Status, string Reason);
+    private sealed record Ready(string Status, string Reason, IReadOnlyList<ClusterNode> Nodes);
+    private sealed record NotReady(string Status, string Reason, IReadOnlyList<ClusterNode> Nodes);
+    /// <summary>A cluster member as this node sees it: what /ready reports beside its own answer.</summary>
+    private sealed record ClusterNode(string Address, IReadOnlyList<string> Roles, string Status, bool Reachable, bool Self);
 
     public static IServiceCollection AddNodeHealthChecks(this IServiceCollection services)
     {
@@ -43,11 +45,28 @@ internal static class HealthEndpoints
 
     private static Task WriteReadiness(HttpContext context, HealthReport report)
     {
-        if (report.Status == HealthStatus.Healthy) return context.Response.WriteAsJsonAsync(new Ready("ready"));
+        var nodes = Members(context.RequestServices);
+        if (report.Status == HealthStatus.Healthy)
+        {
+            string note = string.Join("; ", report.Entries.Values.Select(e => e.Description).Where(d => !string.IsNullOrEmpty(d)));
+            return context.Response.WriteAsJsonAsync(new Ready("ready", note.Length == 0 ? "ready" : note, nodes));
+        }
         string reason = string.Join("; ", report.Entries.Values
             .Where(e => e.Status != HealthStatus.Healthy)
             .Select(e => e.Description ?? e.Exception?.Message ?? e.Status.ToString()));
-        return context.Response.WriteAsJsonAsync(new NotReady("not_ready", reason));
+        return context.Response.WriteAsJsonAsync(new NotReady("not_ready", reason, nodes));
+    }
+
+    /// <summary>Every cluster member this node knows of (empty before the ActorSystem is up).</summary>
+    private static IReadOnlyList<ClusterNode> Members(IServiceProvider services)
+    {
+        if (services.GetService<Akka.Actor.ActorSystem>() is not { } system || system.WhenTerminated.IsCompleted) return [];
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        var state = cluster.State;
+        return state.Members
+            .Select(m => new ClusterNode(m.Address.ToString(), m.Roles.OrderBy(r => r, StringComparer.Ordinal).ToList(),
+                Lower(m.Status), !state.Unreachable.Contains(m), m.Address == cluster.SelfAddress))
+            .ToList();
     }
 
     private static string Lower<T>(T value) where T : struct, Enum => value.ToString().ToLowerInvariant();

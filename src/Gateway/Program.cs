@@ -1,6 +1,7 @@
 using Akka.Actor;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using MoeServer.Actors.Cluster;
 using MoeServer.Actors.Hosting;
 using MoeServer.Gateway;
 using MoeServer.Kernels.Checkpoints;
@@ -85,6 +86,10 @@ try
         return 1;
     }
 
+    // Downed: the ActorSystem's coordinated shutdown stops the host; should anything keep it from stopping, the
+    // process is ended a minute later all the same (a downed node can never serve again).
+    _ = runtime.Status.WhenDowned.ContinueWith(_ => Task.Delay(TimeSpan.FromMinutes(1))
+        .ContinueWith(_ => PauseFence.ExitDowned(TimeSpan.Zero), TaskScheduler.Default), TaskScheduler.Default);
     var system = app.Services.GetRequiredService<ActorSystem>();
     Console.WriteLine($"cluster address {((ExtendedActorSystem)system).Provider.DefaultAddress}");
     var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
@@ -92,6 +97,11 @@ try
         Console.WriteLine(opsPorts.Contains(new Uri(address).Port) ? $"ops surface on {address}" : $"listening on {address}");
 
     await app.WaitForShutdownAsync().ConfigureAwait(false);
+    if (runtime.Status.DownedByCluster)
+    {
+        boot.LogError("exiting with code {Code}: the cluster downed this node; restart it to rejoin as a new member", NodeExitCodes.DownedByCluster);
+        return NodeExitCodes.DownedByCluster;
+    }
     return 0;
 }
 finally

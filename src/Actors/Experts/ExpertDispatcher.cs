@@ -22,8 +22,10 @@ namespace MoeServer.Actors.Experts;
 /// </remarks>
 public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, long maxFrameBytes, ILoggingAdapter log,
     ExpertReplySink replies, ComputeThread thread, Func<bool> anyExpertHostReachable, Func<IReadOnlyList<ActorSelection>> residencyAgents,
-    ExpertResidency? localResidency = null)
+    ExpertResidency? localResidency = null, ExpertFailover? failover = null, Func<string, HostHealth>? hostHealth = null)
 {
+    private readonly Func<string, HostHealth> _health = hostHealth ?? (_ => HostHealth.Up);
+
     /// <summary>Since when each expert has not been answering (across steps: a request that was paused while a step
     /// gave up on the expert must not wait a whole new deadline). Used from the compute thread only.</summary>
     private readonly Dictionary<ExpertId, DateTime> _failingSince = new();
@@ -51,7 +53,19 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
         long started = Stopwatch.GetTimestamp();
         double compute = 0;
         var pending = new HashSet<int>(Enumerable.Range(0, groups.Count));
+        var local = new List<int>();
+        if (failover is not null)
+        {
+            var now = DateTime.UtcNow;
+            foreach (var id in failover.DueForProbe(now)) region.Tell(new ExpertProtocol.Ping(id), replies);
+            bool noHost = !anyExpertHostReachable();
+            foreach (int i in pending)
+                if (noHost || failover.ComputesLocally(messages[i].Expert, _health, now)) local.Add(i);
+            pending.ExceptWith(local);
+        }
         foreach (int i in pending) Send(messages[i], viaRegion: false);
+        // Experts of nodes known to be gone or silent run here while the others' replies are on their way.
+        compute += ComputeLocally(local, messages, results, stepId, timings);
         while (true)
         {
             var attemptStart = DateTime.UtcNow;
@@ -68,8 +82,12 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
                             results[i] = done.Output.Data;
                             compute += done.ComputeMs;
                             _failingSince.Remove(done.Expert);
-                            if (sender is IInternalActorRef { IsLocal: true } local) _localEntities[done.Expert] = local;
+                            if (sender is IInternalActorRef { IsLocal: true } entity) _localEntities[done.Expert] = entity;
+                            else failover?.Answered(done.Expert, sender.Path.Address.ToString());
                             timings.ExpertBatches++;
+                            break;
+                        case ExpertProtocol.Pong pong when failover is not null && pong.Loaded:
+                            failover.Answered(pong.Expert, pong.Node); // a probe found the expert's shard (again)
                             break;
                         case ExpertProtocol.BatchFailed failed when failed.StepId == stepId && groupOf.ContainsKey(failed.Expert):
                             throw new ExpertUnavailableException(failed.Reason);
@@ -80,6 +98,17 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
             }
             if (pending.Count == 0) break;
 
+            if (failover is not null)
+            {
+                // Recovery bounded by the ask timeout: the silent experts run here, and probes find their new home.
+                string silent = string.Join(", ", pending.Select(i => messages[i].Expert.EntityId));
+                log.Warning("[{0}] expert {1} did not answer within {2} s (step {3}); computing it on this node until its shard answers again",
+                    string.Join(",", pending.SelectMany(i => messages[i].RequestIds).Distinct()), silent, options.AskTimeout.TotalSeconds, stepId);
+                failover.TimedOut(pending.Select(i => messages[i].Expert), DateTime.UtcNow);
+                timings.ExpertRetries += pending.Count;
+                compute += ComputeLocally(pending.ToList(), messages, results, stepId, timings);
+                break;
+            }
             foreach (int i in pending)
             {
                 var id = messages[i].Expert;
@@ -104,6 +133,29 @@ public sealed class ExpertDispatcher(IActorRef region, ExpertOptions options, lo
         timings.ExpertComputeMs += compute;
         timings.MessagingMs += Math.Max(0, wall - compute);
         return results;
+    }
+
+    /// <summary>Runs the given groups on this node's failover copy of their experts; returns the FFN time.</summary>
+    private double ComputeLocally(List<int> groups, ExpertProtocol.RunBatch[] messages, float[][] results, long stepId, StepTimings timings)
+    {
+        if (groups.Count == 0) return 0;
+        long t0 = Stopwatch.GetTimestamp();
+        foreach (int i in groups)
+        {
+            var m = messages[i];
+            try
+            {
+                results[i] = failover!.Compute(m.Expert, m.Input, stepId);
+            }
+            catch (Exception e) when (e is IOException or MoeServer.Kernels.Formats.CheckpointFormatException or ArgumentException or OutOfMemoryException)
+            {
+                throw new ExpertUnavailableException($"expert {m.Expert.EntityId} could not be computed on this node while its shard " +
+                    $"is unreachable (step {stepId}): {e.Message}");
+            }
+            timings.ExpertBatches++;
+            timings.FailoverBatches++;
+        }
+        return Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
     }
 
     /// <summary>Tells every expert node's residency (the other nodes' through their agents) which experts step

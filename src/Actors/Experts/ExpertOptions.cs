@@ -18,6 +18,7 @@ public sealed record ExpertOptions
     public WireDType WireDType { get; init; } = WireDType.F32;
     public bool WarmUp { get; init; } = true;
     public ExpertResidencyOptions Residency { get; init; } = new();
+    public ExpertFailoverOptions Failover { get; init; } = new();
 
     public static ExpertOptions FromConfig(Config c) => new()
     {
@@ -27,6 +28,7 @@ public sealed record ExpertOptions
         WireDType = ParseWire(c.GetString("moe.experts.wire-dtype", "f32")),
         WarmUp = c.GetBoolean("moe.experts.warm-up", true),
         Residency = ExpertResidencyOptions.FromConfig(c),
+        Failover = ExpertFailoverOptions.FromConfig(c),
     };
 
     public static WireDType ParseWire(string s) => s.Trim().ToLowerInvariant() switch

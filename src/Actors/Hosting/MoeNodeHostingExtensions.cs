@@ -43,12 +43,19 @@ public static class MoeNodeHostingExtensions
             runtime.Model = MoeModel.Load(node.ModelDir, node.Precision, null, WeightSet.Backbone, device);
             runtime.Tokenizer = HfTokenizer.Load(node.ModelDir);
         }
+        long expertBytes = 3L * cfg.ExpertIntermediateSize * cfg.HiddenSize * (node.Precision == WeightPrecision.BF16 ? 2 : 4);
         if (node.Role.RunsExperts())
         {
             runtime.ExpertWeights = new ExpertWeightSource(node.ModelDir, node.Precision, node.Device);
             runtime.ExpertWork = new ExpertWorkCounters(cfg.NumLayers, cfg.NumExperts);
-            long expertBytes = 3L * cfg.ExpertIntermediateSize * cfg.HiddenSize * (node.Precision == WeightPrecision.BF16 ? 2 : 4);
             runtime.ExpertResidency = new ExpertResidency(runtime.ExpertWeights, settings.Experts.Residency, expertBytes);
+        }
+        if (node.Role.RunsGateway() && settings.Experts.Failover.Local)
+        {
+            // Its own view of the mapped checkpoint: weights are read only when an expert's node stops answering.
+            runtime.FailoverWeights = new ExpertWeightSource(node.ModelDir, node.Precision, node.Device);
+            runtime.ExpertFailover = new ExpertFailover(
+                new ExpertResidency(runtime.FailoverWeights, settings.Experts.Failover.Budget, expertBytes), settings.Experts.Failover.ProbeInterval);
         }
 
         // One frame must carry the largest expert batch: every row of a full step going to one expert.
@@ -109,6 +116,18 @@ public static class MoeNodeHostingExtensions
                 var cluster = Akka.Cluster.Cluster.Get(system);
                 cluster.RegisterOnMemberUp(() => status.Set(NodePhase.Up, "member of the cluster"));
                 cluster.RegisterOnMemberRemoved(() => status.Set(NodePhase.Leaving, "left the cluster"));
+                // The reason is known once the shutdown runs (after the removal callbacks): downed, or a leave of our own.
+                var shutdown = CoordinatedShutdown.Get(system);
+                shutdown.AddTask(CoordinatedShutdown.PhaseBeforeServiceUnbind, "moe-downed-exit-code", () =>
+                {
+                    if (shutdown.ShutdownReason is CoordinatedShutdown.ClusterDowningReason) OnDowned(system, status);
+                    return Task.FromResult(Akka.Done.Instance);
+                });
+                if (settings.Node.PauseFence is { } fenceAfter)
+                {
+                    var fenceLog = Logging.GetLogger(system, "pause-fence");
+                    runtime.PauseFence = new Cluster.PauseFence(fenceAfter, m => fenceLog.Error(m));
+                }
                 if (!node.Role.RunsGateway()) return;
 
                 var model = runtime.Model!;
@@ -117,7 +136,7 @@ public static class MoeNodeHostingExtensions
                     log => new ExpertDispatcher(region, settings.Experts, frame, log,
                         new ExpertReplySink(system, ComputeThreads.Get(system).Thread), ComputeThreads.Get(system).Thread,
                         () => AnyExpertHostReachable(cluster), ResidencyAgents(system, cluster, runtime.ExpertResidency is not null),
-                        runtime.ExpertResidency),
+                        runtime.ExpertResidency, runtime.ExpertFailover, HostHealthOf(cluster)),
                     settings.Scheduler, gauges), "scheduler");
                 registry.Register<SchedulerActor>(scheduler);
                 runtime.Engine = new MoeEngine(system, scheduler, cfg, runtime.Tokenizer!, settings.Scheduler, gauges);
@@ -129,6 +148,15 @@ public static class MoeNodeHostingExtensions
         return services;
     }
 
+    /// <summary>The cluster downed this node: it leaves (coordinated shutdown, which also stops the host); the server
+    /// executable then exits with <see cref="Cluster.NodeExitCodes.DownedByCluster"/>.</summary>
+    private static void OnDowned(ActorSystem system, NodeStatus status)
+    {
+        Logging.GetLogger(system, "cluster").Error("this node was downed by the cluster: leaving; the server exits with code {0} " +
+            "(restart it to rejoin as a new member)", Cluster.NodeExitCodes.DownedByCluster);
+        status.MarkDowned();
+    }
+
     /// <summary>Whether some member that can host experts is up and reachable (read from the cluster's snapshot,
     /// safe off the actor threads).</summary>
     private static bool AnyExpertHostReachable(Akka.Cluster.Cluster cluster)
@@ -137,6 +165,27 @@ public static class MoeNodeHostingExtensions
         return state.Members.Any(m => m.HasRole(NodeRoles.ExpertRole)
             && (m.Status is Akka.Cluster.MemberStatus.Up or Akka.Cluster.MemberStatus.WeaklyUp or Akka.Cluster.MemberStatus.Joining)
             && !state.Unreachable.Contains(m));
+    }
+
+    /// <summary>A member's health from the cluster's snapshot, by address string (re-indexed when the snapshot changes).</summary>
+    private static Func<string, HostHealth> HostHealthOf(Akka.Cluster.Cluster cluster)
+    {
+        Akka.Cluster.ClusterEvent.CurrentClusterState? indexed = null;
+        Dictionary<string, HostHealth> health = new(StringComparer.Ordinal);
+        return address =>
+        {
+            var state = cluster.State;
+            if (!ReferenceEquals(state, indexed))
+            {
+                health = new Dictionary<string, HostHealth>(StringComparer.Ordinal);
+                foreach (var m in state.Members)
+                    if (m.Status is Akka.Cluster.MemberStatus.Up or Akka.Cluster.MemberStatus.WeaklyUp or Akka.Cluster.MemberStatus.Joining or Akka.Cluster.MemberStatus.Leaving)
+                        health[m.Address.ToString()] = HostHealth.Up;
+                foreach (var m in state.Unreachable) health[m.Address.ToString()] = HostHealth.Unreachable;
+                indexed = state;
+            }
+            return health.GetValueOrDefault(address, HostHealth.Gone);
+        };
     }
 
     /// <summary>The residency agents of the expert nodes that are up (but this one, when it hosts experts itself: the

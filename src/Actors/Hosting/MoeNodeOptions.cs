@@ -17,9 +17,12 @@ public sealed record MoeNodeOptions
     public string SystemName { get; init; } = "moe";
     /// <summary>Without seed nodes: form a cluster of its own (on), or wait for an operator's join (off).</summary>
     public bool AutoJoin { get; init; } = true;
+    /// <summary>A freeze longer than this ends the process (<see cref="Cluster.PauseFence"/>); null: off.</summary>
+    public TimeSpan? PauseFence { get; init; }
 
     public static MoeNodeOptions FromConfig(Config c) => new()
     {
+        PauseFence = ParsePauseFence(c),
         Role = NodeRoles.Parse(c.GetString("moe.node.role", "all")),
         ModelDir = c.GetString("moe.node.model", ""),
         Device = c.GetString("moe.node.device", "cpu"),
@@ -30,6 +33,20 @@ public sealed record MoeNodeOptions
         SystemName = c.GetString("moe.node.system-name", "moe"),
         AutoJoin = c.GetBoolean("moe.node.auto-join", true),
     };
+
+    /// <summary><c>moe.node.pause-fence</c>: auto (the failure detector's acceptable pause + the split-brain resolver's
+    /// stable-after: by then the others have downed this node), off, or a duration.</summary>
+    public static TimeSpan? ParsePauseFence(Config c)
+    {
+        string v = c.GetString("moe.node.pause-fence", "auto").Trim().ToLowerInvariant();
+        if (v is "off" or "false" or "no") return null;
+        if (v == "auto")
+            return c.GetTimeSpan("akka.cluster.failure-detector.acceptable-heartbeat-pause", TimeSpan.FromSeconds(8))
+                   + c.GetTimeSpan("akka.cluster.split-brain-resolver.stable-after", TimeSpan.FromSeconds(15));
+        var t = c.GetTimeSpan("moe.node.pause-fence", null);
+        if (t <= TimeSpan.FromSeconds(1)) throw new ArgumentException($"moe.node.pause-fence: '{v}' is not auto, off or a duration over 1 s");
+        return t;
+    }
 
     public static WeightPrecision ParsePrecision(string s) => s.Trim().ToLowerInvariant() switch
     {

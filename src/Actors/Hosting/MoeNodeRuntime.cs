@@ -28,6 +28,10 @@ public sealed class MoeNodeRuntime : IDisposable
     public Experts.ExpertWorkCounters? ExpertWork { get; internal set; }
     /// <summary>Which expert weights this node keeps materialized (expert roles).</summary>
     public Experts.ExpertResidency? ExpertResidency { get; internal set; }
+    /// <summary>The gateway's own copy of experts whose node stopped answering (gateway roles, moe.experts.failover).</summary>
+    public Experts.ExpertFailover? ExpertFailover { get; internal set; }
+    internal Experts.ExpertWeightSource? FailoverWeights { get; set; }
+    internal Cluster.PauseFence? PauseFence { get; set; }
     public MoeEngine? Engine { get; internal set; }
     public Akka.Actor.IActorRef? ExpertRegion { get; internal set; }
     /// <summary>Bytes the remote transport's frame allows (sized for the largest expert batch).</summary>
@@ -35,8 +39,11 @@ public sealed class MoeNodeRuntime : IDisposable
 
     public void Dispose()
     {
+        PauseFence?.Dispose();
         Model?.Dispose();
         ExpertResidency?.Dispose();
         ExpertWeights?.Dispose();
+        ExpertFailover?.Dispose();
+        FailoverWeights?.Dispose();
     }
 }

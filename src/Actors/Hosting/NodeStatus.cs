@@ -18,6 +18,7 @@ public sealed class NodeStatus
     private NodePhase _phase = NodePhase.Starting;
     private string _reason = "starting";
     private bool _expertsAnswered;
+    private readonly TaskCompletionSource _downed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public NodeStatus(NodeRole role) => Role = role;
 
@@ -41,6 +42,18 @@ public sealed class NodeStatus
             _phase = phase;
             _reason = reason;
         }
+    }
+
+    /// <summary>The cluster downed this node (it leaves with <see cref="Cluster.NodeExitCodes.DownedByCluster"/>).</summary>
+    public bool DownedByCluster => _downed.Task.IsCompleted;
+
+    /// <summary>Completes when the cluster downs this node.</summary>
+    public Task WhenDowned => _downed.Task;
+
+    public void MarkDowned()
+    {
+        Set(NodePhase.Leaving, "downed by the cluster");
+        _downed.TrySetResult();
     }
 
     /// <summary>Every expert entity answered a ping (gateway nodes).</summary>

@@ -20,6 +20,8 @@ public sealed class StepTimings
     public long Tokens { get; set; }
     public long ExpertBatches { get; set; }
     public long ExpertRetries { get; set; }
+    /// <summary>Expert batches the gateway computed itself because their shard did not answer (moe.experts.failover).</summary>
+    public long FailoverBatches { get; set; }
 
     public void Add(StepTimings o)
     {
@@ -35,6 +37,7 @@ public sealed class StepTimings
         Tokens += o.Tokens;
         ExpertBatches += o.ExpertBatches;
         ExpertRetries += o.ExpertRetries;
+        FailoverBatches += o.FailoverBatches;
     }
 
     public StepTimings Clone()

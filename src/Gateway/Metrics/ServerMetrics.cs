@@ -22,7 +22,8 @@ public sealed class ServerMetrics
     private readonly Counter? _prefixLookups, _prefixHits, _prefixTokens;
     private readonly Counter? _predictions, _predictionHits;
 
-    public ServerMetrics(MoeEngine? engine, Actors.Experts.ExpertWorkCounters? experts = null, Actors.Experts.ExpertResidency? residency = null)
+    public ServerMetrics(MoeEngine? engine, Actors.Experts.ExpertWorkCounters? experts = null, Actors.Experts.ExpertResidency? residency = null,
+        Actors.Experts.ExpertFailover? failover = null)
     {
         Registry = Prometheus.Metrics.NewCustomRegistry();
         var f = Prometheus.Metrics.WithCustomRegistry(Registry);
@@ -62,6 +63,7 @@ public sealed class ServerMetrics
             Registry.AddBeforeCollectCallback(() => ReadEngine(engine.Gauges));
         }
         if (residency is not null) AddResidency(f, Registry, residency);
+        if (failover is not null) AddFailover(f, Registry, failover);
         if (experts is not null)
         {
             var batches = f.CreateCounter("moe_expert_batches_total", "Expert batches this node ran, per expert.",
@@ -85,6 +87,24 @@ public sealed class ServerMetrics
                 }
             });
         }
+    }
+
+    /// <summary>Experts this gateway computes itself while their node does not answer (moe.experts.failover).</summary>
+    private static void AddFailover(MetricFactory f, CollectorRegistry registry, Actors.Experts.ExpertFailover failover)
+    {
+        var active = f.CreateGauge("moe_expert_failover_experts", "Experts this gateway computes itself now, because their node did not answer.");
+        var batches = f.CreateCounter("moe_expert_failover_batches_total", "Expert batches this gateway computed itself instead of on their shard.");
+        var rows = f.CreateCounter("moe_expert_failover_rows_total", "Rows (tokens) of those batches.");
+        var switches = f.CreateCounter("moe_expert_failover_switches_total", "Times an expert went from its shard to this gateway.");
+        var resident = f.CreateGauge("moe_expert_failover_resident_experts", "Experts whose weights this gateway holds for failover now.");
+        registry.AddBeforeCollectCallback(() =>
+        {
+            active.Set(failover.LocalCount);
+            batches.IncTo(failover.Batches);
+            rows.IncTo(failover.Rows);
+            switches.IncTo(failover.Switches);
+            resident.Set(failover.Weights.ResidentCount);
+        });
     }
 
     /// <summary>The node's expert residency: budget, what is resident, hit ratio, loads, evictions, bytes, stall time

@@ -27,7 +27,11 @@ public sealed partial class ExpertProcess : IDisposable
     /// <summary>The cluster address the node printed once its ActorSystem was up.</summary>
     public Task<string> ClusterAddress => _address.Task;
 
-    public static ExpertProcess Start(string model, string seedNode, string? extraHocon = null)
+    public static ExpertProcess Start(string model, string seedNode, string? extraHocon = null) =>
+        Start(model, "expert", 0, seedNode, extraHocon);
+
+    /// <summary>A node of any role on <paramref name="clusterPort"/> (0: any); without a seed node it forms its own cluster.</summary>
+    public static ExpertProcess Start(string model, string role, int clusterPort, string? seedNode, string? extraHocon = null)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "MoeServer.Gateway.dll");
         Assert.True(File.Exists(dll), $"{dll} was not built next to the tests");
@@ -37,9 +41,14 @@ public sealed partial class ExpertProcess : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[] { dll, "--role", "expert", "--cluster-port", "0", "--seed-nodes", seedNode, "--model", model,
-                     "--precision", "f32", "--urls", "http://127.0.0.1:0" })
+        foreach (var a in new[] { dll, "--role", role, "--cluster-port", clusterPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                     "--model", model, "--precision", "f32", "--urls", "http://127.0.0.1:0" })
             psi.ArgumentList.Add(a);
+        if (seedNode is not null)
+        {
+            psi.ArgumentList.Add("--seed-nodes");
+            psi.ArgumentList.Add(seedNode);
+        }
         if (extraHocon is not null)
         {
             string file = Path.Combine(Path.GetTempPath(), $"moe-expert-{Guid.NewGuid():N}.hocon");
@@ -73,6 +82,18 @@ public sealed partial class ExpertProcess : IDisposable
     public void Terminate()
     {
         if (SysKill(_process.Id, 15) != 0) throw new InvalidOperationException($"kill -TERM {_process.Id} failed");
+    }
+
+    /// <summary>SIGSTOP: every thread stops, sockets stay open (a hung node, not a dead one).</summary>
+    public void Freeze()
+    {
+        if (SysKill(_process.Id, 19) != 0) throw new InvalidOperationException($"kill -STOP {_process.Id} failed");
+    }
+
+    /// <summary>SIGCONT: a frozen node resumes.</summary>
+    public void Thaw()
+    {
+        if (SysKill(_process.Id, 18) != 0) throw new InvalidOperationException($"kill -CONT {_process.Id} failed");
     }
 
     public async Task<bool> WaitForExitAsync(TimeSpan timeout)

@@ -29,24 +29,32 @@ public sealed class TestNode : IAsyncDisposable
     public string SeedNode => new Uri(Address.Replace("akka.tcp://", "tcp://", StringComparison.Ordinal)).Authority;
     public Akka.Actor.ActorSystem System => _host.Services.GetRequiredService<Akka.Actor.ActorSystem>();
 
-    /// <summary>Test defaults: exact fp32 weights, ephemeral port, quick failure handling.</summary>
-    public static string Overrides(string model, NodeRole role, string? seed, string? extra = null) => $$"""
+    /// <summary>Quick failure handling for tests that are not about its timing.</summary>
+    private const string QuickFailureHandling = """
+        moe.experts { ask-timeout = 2s, retry-deadline = 20s }
+        akka.cluster.split-brain-resolver.stable-after = 5s
+        akka.cluster.failure-detector.acceptable-heartbeat-pause = 4s
+        """;
+
+    /// <summary>Test defaults: exact fp32 weights, ephemeral port, quick failure handling unless
+    /// <paramref name="shippedTimings"/> (the failure detector, split-brain resolver and expert timeouts of hocon/).</summary>
+    public static string Overrides(string model, NodeRole role, string? seed, string? extra = null, bool shippedTimings = false) => $$"""
         moe.node {
           model = "{{model.Replace("\\", "/", StringComparison.Ordinal)}}"
           precision = f32
           cluster-port = 0
           seed-nodes = [{{(seed is null ? "" : "\"" + seed + "\"")}}]
+          # a freeze of the test process must not end it (the fence exits the process)
+          pause-fence = off
         }
-        moe.experts { ask-timeout = 2s, retry-deadline = 20s }
-        akka.cluster.split-brain-resolver.stable-after = 5s
-        akka.cluster.failure-detector.acceptable-heartbeat-pause = 4s
+        {{(shippedTimings ? "" : QuickFailureHandling)}}
         akka.loglevel = INFO
         {{extra ?? ""}}
         """;
 
-    public static async Task<TestNode> StartAsync(string model, NodeRole role, string? seed = null, string? extra = null)
+    public static async Task<TestNode> StartAsync(string model, NodeRole role, string? seed = null, string? extra = null, bool shippedTimings = false)
     {
-        var settings = MoeSettings.Load(role, Overrides(model, role, seed, extra));
+        var settings = MoeSettings.Load(role, Overrides(model, role, seed, extra, shippedTimings));
         var logs = new LogCapture();
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();

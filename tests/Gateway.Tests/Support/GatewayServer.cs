@@ -41,6 +41,7 @@ public sealed class GatewayServer : IAsyncDisposable
               precision = f32
               cluster-port = 0
               seed-nodes = [{{(seed is null ? "" : "\"" + seed + "\"")}}]
+              pause-fence = off # the fence exits the process: not the test host's
             }
             akka.loglevel = WARNING
             {{extraHocon ?? ""}}

@@ -27,6 +27,12 @@ public class SingleNodeTests
 
         var ready = await Http.WaitReadyAsync(url, StartTimeout, server);
         Assert.Equal("ready", ready.GetProperty("status").GetString());
+        // /ready names the cluster's members as this node sees them: here only itself, up and reachable.
+        var self = Assert.Single(ready.GetProperty("nodes").EnumerateArray());
+        Assert.True(self.GetProperty("self").GetBoolean());
+        Assert.Equal("up", self.GetProperty("status").GetString());
+        Assert.True(self.GetProperty("reachable").GetBoolean());
+        Assert.Contains("gateway", self.GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
         (_, health) = await Http.GetJsonAsync(new Uri(url, "/health"));
         Assert.Equal("up", health.GetProperty("phase").GetString());
     }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Text.Json;
 using MoeServer.Kernels.Checkpoints;
@@ -44,13 +43,13 @@ internal sealed class ChaosRun(ChaosOptions o, string modelDir, Action<string> p
         "Describe the wizard's old terminal.",
     ];
 
-    private readonly Stopwatch _clock = new();
-    private double Now() => _clock.Elapsed.TotalSeconds;
+    private Func<double> _now = () => 0;
+    private double Now() => _now();
 
     public async Task<RunData> RunAsync(LocalCluster cluster, CancellationToken abort)
     {
         string model = Path.GetFileName(modelDir.TrimEnd('/'));
-        _clock.Start();
+        _now = cluster.Now;
         progress($"[{model}] starting the gateway and {o.Experts} expert nodes (logs: {cluster.LogFile})...");
         var gateway = cluster.Start(0);
         await LocalCluster.WaitListeningAsync(gateway, TimeSpan.FromSeconds(180)).ConfigureAwait(false);

@@ -45,6 +45,8 @@ internal sealed partial class LocalCluster : IDisposable
 
     public int Nodes => _current.Length;
     public string LogFile => _logFile;
+    /// <summary>The run's clock (seconds): node starts, log lines, schedule events and request times all use it.</summary>
+    public double Now() => _clock();
     public ConcurrentQueue<LogEvent> LogEvents { get; } = new();
     public IEnumerable<NodeProcess> AllIncarnations => _all;
     public Uri GatewayUri => new($"http://127.0.0.1:{_httpPorts[0]}/");
@@ -92,8 +94,13 @@ internal sealed partial class LocalCluster : IDisposable
 
     private void OnLine(NodeProcess node, string line)
     {
-        if (MembershipLine().IsMatch(line)) LogEvents.Enqueue(new LogEvent(_clock(), node.Name, node.Incarnation, line.Trim()));
+        string message = AkkaPrefix().Replace(line, "").Trim();
+        if (MembershipLine().IsMatch(message)) LogEvents.Enqueue(new LogEvent(_clock(), node.Name, node.Incarnation, message));
     }
+
+    // "2026-.. info: Akka.Actor.ActorSystem[0] [INFO][date][Thread 0019][path] message": keep the message.
+    [GeneratedRegex(@"^.*?\[Thread \d+\]\[[^\]]*\]\s*", RegexOptions.CultureInvariant)]
+    private static partial Regex AkkaPrefix();
 
     // Akka's own wording for downing, removal and unreachability, and the split-brain resolver's decisions.
     [GeneratedRegex(@"Marking .*node.* as|as \[?Down\]?|Leader is removing|SBR|[Ss]plit.?[Bb]rain|[Dd]owning|is DOWN|marked as unreachable|Shutting down myself|Cluster Node .* Shutting down|exit code", RegexOptions.CultureInvariant)]

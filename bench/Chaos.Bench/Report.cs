@@ -131,7 +131,27 @@ internal sealed class Report(DateTime date, ChaosOptions options, MachineLimits 
             [x.Result.Model, "recovery p99 <= 20 s", $"{S(x.Result.Recovery.P99)} (p50 {S(x.Result.Recovery.P50)}, {x.Result.Recovery.Samples} streams)",
                 Met(x.Result.Recovery.Samples == 0 || x.Result.Recovery.P99 <= ModelResult.RecoveryTargetSeconds)],
             [x.Result.Model, "0 false downings", x.Result.FalseDownings.Count.ToString(CultureInfo.InvariantCulture), Met(x.Result.FalseDownings.Count == 0)],
+            [x.Result.Model, "a hung node exits by itself on resume, with a non-zero code", ResumeExits(x.Data), ResumeStatus(x.Data)],
         }));
+
+    /// <summary>What each resumed node did: its exit code, or that the harness had to kill it.</summary>
+    private static string ResumeExits(RunData d)
+    {
+        var resumed = d.Faults.Where(f => f.Kind == "resume").ToList();
+        if (resumed.Count == 0) return "no hang in this run";
+        return "exit codes: " + string.Join(", ", resumed.Select(r =>
+            d.Faults.FirstOrDefault(f => f.Node == r.Node && f.Incarnation == r.Incarnation && f.Kind is "exit" or "finding") is { } e
+                ? e.Kind == "finding" ? "none (killed after 60 s)" : e.ExitCode?.ToString(CultureInfo.InvariantCulture) ?? "?"
+                : "?"));
+    }
+
+    private static string ResumeStatus(RunData d)
+    {
+        var resumed = d.Faults.Where(f => f.Kind == "resume").ToList();
+        if (resumed.Count == 0) return "n/a";
+        bool ok = resumed.All(r => d.Faults.Any(f => f.Node == r.Node && f.Incarnation == r.Incarnation && f.Kind == "exit" && f.ExitCode is { } c && c != 0));
+        return Met(ok);
+    }
 
     public string RequestsTable() => MarkdownTable.Render(
         ["model", "requests", "completed", "failed", "changed", "faults", "TTFT p50 / p99 during faults", "TTFT p50 / p99 outside",

@@ -28,14 +28,12 @@ internal static class TimelinePlot
         var tps = plot.Add.Scatter(xs, perSecond, Colors.SteelBlue);
         tps.MarkerSize = 0;
         tps.LineWidth = 1.5f;
-        tps.LegendText = "tokens/s";
         if (d.RunningSamples.Count > 0)
         {
             var run = plot.Add.Scatter(d.RunningSamples.Select(s => s.At).ToArray(), d.RunningSamples.Select(s => (double)s.Running).ToArray(), Colors.Black);
             run.MarkerSize = 0;
             run.LineWidth = 1;
             run.LinePattern = LinePattern.Dotted;
-            run.LegendText = "running requests";
             run.Axes.YAxis = plot.Axes.Right;
         }
 

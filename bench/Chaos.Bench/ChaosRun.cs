@@ -50,6 +50,7 @@ internal sealed class ChaosRun(ChaosOptions o, string modelDir, Action<string> p
     {
         string model = Path.GetFileName(modelDir.TrimEnd('/'));
         _now = cluster.Now;
+        double t0 = Now();
         progress($"[{model}] starting the gateway and {o.Experts} expert nodes (logs: {cluster.LogFile})...");
         var gateway = cluster.Start(0);
         await LocalCluster.WaitListeningAsync(gateway, TimeSpan.FromSeconds(180)).ConfigureAwait(false);
@@ -58,7 +59,7 @@ internal sealed class ChaosRun(ChaosOptions o, string modelDir, Action<string> p
         using var http = StreamClient.NewHttpClient(cluster.GatewayUri, TimeSpan.FromMinutes(5));
         using var ops = StreamClient.NewHttpClient(cluster.GatewayUri, TimeSpan.FromSeconds(30));
         await WaitReadyAsync(ops, TimeSpan.FromMinutes(5), abort).ConfigureAwait(false);
-        progress($"[{model}] cluster ready after {Now():F1} s");
+        progress($"[{model}] cluster ready after {Now() - t0:F1} s");
 
         // References: the gateway's own tokenization of each chat prompt, run through the direct loop here.
         var promptIds = new List<int[]>();
@@ -66,15 +67,17 @@ internal sealed class ChaosRun(ChaosOptions o, string modelDir, Action<string> p
         var tokenizer = HfTokenizer.Load(modelDir);
         var ids = new TokenIds(tokenizer);
         var refs = new Reference[PromptTexts.Length];
+        byte[][] bodies;
         using (var m = MoeModel.Load(modelDir, WeightPrecision.F32))
         {
             var eos = new HashSet<int>(m.Config.EosTokenIds);
-            for (int i = 0; i < refs.Length; i++) refs[i] = GreedyReference.Run(m, promptIds[i], o.MaxTokens, eos);
+            var banned = ids.SpecialIds.Concat(eos).Distinct().ToArray();
+            for (int i = 0; i < refs.Length; i++) refs[i] = GreedyReference.Run(m, promptIds[i], o.MaxTokens, eos, banned);
+            bodies = PromptTexts.Select(p => StreamClient.Body(p, o.MaxTokens, banned)).ToArray();
         }
         progress($"[{model}] {refs.Length} references computed (direct loop, f32); {ids.AmbiguousCount} byte strings name more than one token");
         var rssStart = cluster.AllIncarnations.ToDictionary(n => n, n => n.RssKb());
 
-        var bodies = PromptTexts.Select(p => StreamClient.Body(p, o.MaxTokens)).ToArray();
         var client = new StreamClient(http, ids, Now);
         var requests = new List<RequestRecord>();
         var running = 0;

@@ -13,8 +13,10 @@ internal sealed record Reference(int[] Tokens, float[] Margins);
 internal static class GreedyReference
 {
     public const float NearTie = 1e-4f;
+    public const float Bias = -100f;
 
-    public static Reference Run(MoeModel model, int[] prompt, int maxTokens, IReadOnlySet<int> eos)
+    /// <summary>The greedy answer with <see cref="Bias"/> added to the logits of <paramref name="banned"/> (as the request's logit_bias).</summary>
+    public static Reference Run(MoeModel model, int[] prompt, int maxTokens, IReadOnlySet<int> eos, IReadOnlyCollection<int> banned)
     {
         using var seq = model.NewSequence(prompt.Length + maxTokens + 1);
         var logits = model.ForwardSequence(seq, prompt)[^1];
@@ -22,6 +24,7 @@ internal static class GreedyReference
         var margins = new List<float>();
         for (int i = 0; i < maxTokens; i++)
         {
+            foreach (int id in banned) logits[id] += Bias;
             var (best, margin) = Top(logits);
             tokens.Add(best);
             margins.Add(margin);

@@ -69,7 +69,7 @@ foreach (string name in models)
         string png = TimelinePlot.Write(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(outFile))!, $"chaos-{name}.png"), data);
         runs.Add((data, result, png));
         Progress($"[{name}] {result.Requests} requests: {result.Completed} completed, {result.Failed} failed, {result.Changed} changed; " +
-                 $"recovery p50 {result.Recovery.P50:F2} s / p99 {result.Recovery.P99:F2} s; {result.FalseDownings.Count} false downings");
+                 $"recovery p50 {Secs(result.Recovery.P50)} / p99 {Secs(result.Recovery.P99)}; {result.FalseDownings.Count} false downings");
     }
     catch (Exception e) when (e is InvalidOperationException or HttpRequestException or IOException or OperationCanceledException)
     {
@@ -106,3 +106,5 @@ static double RamGiB()
     var line = File.ReadLines("/proc/meminfo").FirstOrDefault(l => l.StartsWith("MemTotal:", StringComparison.Ordinal));
     return line is null ? double.NaN : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1048576.0;
 }
+
+static string Secs(double s) => double.IsPositiveInfinity(s) ? "∞ (a stream never got another token)" : $"{s:F2} s";

@@ -57,8 +57,10 @@ internal sealed class StreamClient(HttpClient http, TokenIds ids, Func<double> c
         DefaultRequestVersion = System.Net.HttpVersion.Version11,
     };
 
-    public static byte[] Body(string prompt, int maxTokens) => JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, object>
+    /// <summary>The request; <paramref name="banned"/> get logit_bias -100 so answers run to max_tokens (as the other benches do).</summary>
+    public static byte[] Body(string prompt, int maxTokens, IEnumerable<int> banned) => JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, object>
     {
+        ["logit_bias"] = banned.ToDictionary(id => id.ToString(System.Globalization.CultureInfo.InvariantCulture), _ => -100),
         ["messages"] = new[] { new Dictionary<string, string> { ["role"] = "user", ["content"] = prompt } },
         ["max_tokens"] = maxTokens,
         ["temperature"] = 0,

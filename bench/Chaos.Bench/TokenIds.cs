@@ -30,6 +30,9 @@ internal sealed class TokenIds
     /// <summary>Byte strings that more than one id spells (0 for both models).</summary>
     public int AmbiguousCount => _byBytes.Values.Count(v => v == Ambiguous);
 
+    /// <summary>Every special token (end of text, chat template markers): the bench bans them with logit_bias.</summary>
+    public IReadOnlyList<int> SpecialIds => Enumerable.Range(0, _tokenizer.VocabSize).Where(_tokenizer.IsSpecial).ToArray();
+
     public bool IsSpecial(int id) => _tokenizer.IsSpecial(id);
 
     /// <summary>What the gateway reports as a token's bytes (the same rule as its logprobs writer).</summary>

@@ -54,8 +54,9 @@ double ramGiB = RamGiB();
 Progress($"  {machine.CpuModel}, {machine.Cores} cores, {ramGiB:F0} GiB, read {machine.ReadGBps:F1} GB/s");
 
 var runs = new List<(RunData, ModelResult, string)>();
-foreach (string name in models)
+for (int modelIndex = 0; modelIndex < models.Length; modelIndex++)
 {
+    string name = models[modelIndex];
     if (abort.IsCancellationRequested) break;
     string dir = Path.Combine(repo, "models", name);
     string log = Path.Combine(Path.GetTempPath(), $"moe-chaos-{name}-{Environment.ProcessId}.log");
@@ -64,7 +65,8 @@ foreach (string name in models)
     Volatile.Write(ref live, cluster);
     try
     {
-        var data = await new ChaosRun(options, dir, Progress).RunAsync(cluster, abort.Token);
+        // Each model its own schedule (seed + index): one seed for both gave both the same faults.
+        var data = await new ChaosRun(options with { Seed = options.Seed + modelIndex }, dir, Progress).RunAsync(cluster, abort.Token);
         var result = ModelResult.From(data);
         string png = TimelinePlot.Write(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(outFile))!, $"chaos-{name}.png"), data);
         runs.Add((data, result, png));

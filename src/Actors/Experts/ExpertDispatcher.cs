@@ -10,10 +10,12 @@ namespace MoeServer.Actors.Experts;
 
 /// <summary>
 /// Sends one <see cref="ExpertProtocol.RunBatch"/> per selected expert of a layer and waits for all replies (on the
-/// compute thread, which meanwhile runs the batches of local experts). An expert that does not answer within the ask
-/// timeout is asked again through the shard region (its shard may be moving to a surviving node) until the retry
-/// deadline, or at once when no reachable cluster member with role 'expert' is left (nothing could take the shards
-/// over); then the step fails with an error naming the expert. Runs on the scheduler's compute thread.
+/// compute thread, which meanwhile runs the batches of local experts). With <see cref="ExpertFailover"/> (gateways,
+/// the default), an expert that does not answer within the ask timeout, or whose node the cluster reports unreachable
+/// or gone, is computed on this node until a probe finds its shard again: recovery never waits on membership.
+/// Without it, the expert is asked again through the shard region (its shard may be moving to a surviving node) until
+/// the retry deadline, or at once when no reachable cluster member with role 'expert' is left; then the step fails
+/// with an error naming the expert. Runs on the scheduler's compute thread.
 /// </summary>
 /// <remarks>
 /// Local entities that have answered once are then sent to directly (their ref, not the region and shard hops);

@@ -4,7 +4,7 @@ namespace MoeServer.Bench.Chaos;
 internal sealed record FaultEvent(double At, string Kind, string Node, int Incarnation, string Detail, int? ExitCode = null);
 
 /// <summary>
-/// The seeded chaos schedule: every 20-40 s (seeded) it kills (SIGKILL), hangs (SIGSTOP, SIGCONT 30 s later) or restarts
+/// The seeded chaos schedule: every 20-40 s (seeded) it kills (SIGKILL) or hangs (SIGSTOP, SIGCONT 30 s later), in turn, or restarts
 /// an expert node, choosing among what the cluster's state allows; at least one expert node is always left untouched,
 /// so every failed request counts against the target. A hung node that resumes is expected to exit by itself (it was
 /// downed meanwhile): its exit code is recorded, and one still running 60 s after SIGCONT is a finding and is killed.
@@ -22,6 +22,7 @@ internal sealed class ChaosSchedule(LocalCluster cluster, int seed, Func<double>
     private readonly List<FaultEvent> _events = [];
     private readonly List<Task> _background = [];
     private SlotState[] _state = [];
+    private int _faults;
 
     public IReadOnlyList<FaultEvent> Events
     {
@@ -79,19 +80,22 @@ internal sealed class ChaosSchedule(LocalCluster cluster, int seed, Func<double>
         {
             var healthy = Enumerable.Range(1, cluster.Nodes - 1).Where(s => _state[s] == SlotState.Healthy).ToList();
             foreach (int s in Enumerable.Range(1, cluster.Nodes - 1).Where(s => _state[s] == SlotState.Dead)) options.Add(("restart", s));
+            // Faults alternate kill, hang, kill, ... (the node is the seed's choice): a seed alone once gave hangs only.
+            string fault = _faults % 2 == 0 ? "kill" : "hang";
             if (healthy.Count >= 2)
-                foreach (int s in healthy)
-                {
-                    options.Add(("kill", s));
-                    options.Add(("hang", s));
-                }
+                foreach (int s in healthy) options.Add((fault, s));
         }
         if (options.Count == 0)
         {
             log("schedule: nothing to do (every other expert node is already down or recovering)");
             return;
         }
-        var (kind, slot) = options[_rng.Next(options.Count)];
+        // A dead node is restarted or a new fault starts, even odds; the node is drawn from the seed.
+        var restarts = options.Where(o => o.Kind == "restart").ToList();
+        var faults = options.Where(o => o.Kind != "restart").ToList();
+        var pool = restarts.Count > 0 && (faults.Count == 0 || _rng.Next(2) == 0) ? restarts : faults;
+        var (kind, slot) = pool[_rng.Next(pool.Count)];
+        if (kind != "restart") _faults++;
         var node = cluster.Current(slot)!;
         switch (kind)
         {

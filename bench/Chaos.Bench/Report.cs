@@ -40,7 +40,7 @@ internal sealed class Report(DateTime date, ChaosOptions options, MachineLimits 
                       "shipped hocon defaults except `--precision f32` and `moe.experts.wire-dtype = f32`), " +
                       $"{options.Clients} concurrent streaming clients (POST /v1/chat/completions, `stream: true`, `logprobs: true` for the token ids, " +
                       $"temperature 0, max_tokens {options.MaxTokens}, special tokens banned with logit_bias -100 so every answer runs to max_tokens, 16 fixed prompts) for {options.Minutes:F1} min per model. " +
-                      $"Seeded schedule (seed {options.Seed} + the model's index): every 20-40 s it kills (SIGKILL), hangs (SIGSTOP, SIGCONT 30 s later) or restarts " +
+                      $"Seeded schedule (seed {options.Seed} + the model's index): every 20-40 s it kills (SIGKILL) or hangs (SIGSTOP, SIGCONT 30 s later), in turn, or restarts " +
                       "(a new process on the same ports) an expert node, always leaving at least one expert node untouched. " +
                       "Every completed answer is compared, as token ids, with the model's direct loop in the bench process (f32, the same logit bias), up to the first " +
                       $"step whose top-2 logit margin is below {GreedyReference.NearTie:G1}. Mode: {(options.Quick ? "quick" : "full")}.");

@@ -5,5 +5,6 @@ namespace MoeServer.Kernels.Tokenization;
 public static class ModelTokenizer
 {
     /// <summary>The tokenizer of the model at <paramref name="modelPath"/> (a directory or a .gguf file).</summary>
-    public static ITokenizer Load(string modelPath) => HfTokenizer.Load(modelPath);
+    public static ITokenizer Load(string modelPath) =>
+        Formats.Gguf.GgufModel.IsGgufPath(modelPath) ? GgufTokenizer.Load(modelPath) : HfTokenizer.Load(modelPath);
 }

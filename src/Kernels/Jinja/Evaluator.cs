@@ -211,8 +211,8 @@ internal sealed partial class Evaluator
             return;
         }
 
-        int depth0 = frame.TryGet("loop", out object? outer) && outer is LoopContext lc ? lc.Depth0 + 1 : 0;
-        var loop = new LoopContext(items, depth0);
+        var loop = new LoopContext(items, 0); // depth grows only in recursive loops, which are not supported
+
         for (int i = 0; i < items.Count; i++)
         {
             loop.Index0 = i;
@@ -413,7 +413,7 @@ internal sealed partial class Evaluator
                         case "-":
                             return x switch
                             {
-                                long l => -l,
+                                long l => (object)(-l),
                                 double d => -d,
                                 bool bb => bb ? -1L : 0L,
                                 Undefined un => throw new JinjaRuntimeError(un.Hint),
@@ -423,7 +423,7 @@ internal sealed partial class Evaluator
                             return x switch
                             {
                                 long or double => x,
-                                bool bb => bb ? 1L : 0L,
+                                bool bb => (object)(bb ? 1L : 0L),
                                 Undefined un => throw new JinjaRuntimeError(un.Hint),
                                 _ => throw new JinjaRuntimeError($"bad operand type for unary +: '{Py.TypeName(x)}'"),
                             };
@@ -554,9 +554,9 @@ internal sealed partial class Evaluator
             bool isFloat = a is double || b is double;
             switch (op)
             {
-                case "+": return isFloat ? Py.ToDouble(a) + Py.ToDouble(b) : checked(Py.ToLong(a) + Py.ToLong(b));
-                case "-": return isFloat ? Py.ToDouble(a) - Py.ToDouble(b) : checked(Py.ToLong(a) - Py.ToLong(b));
-                case "*": return isFloat ? Py.ToDouble(a) * Py.ToDouble(b) : checked(Py.ToLong(a) * Py.ToLong(b));
+                case "+": return isFloat ? (object)(Py.ToDouble(a) + Py.ToDouble(b)) : checked(Py.ToLong(a) + Py.ToLong(b));
+                case "-": return isFloat ? (object)(Py.ToDouble(a) - Py.ToDouble(b)) : checked(Py.ToLong(a) - Py.ToLong(b));
+                case "*": return isFloat ? (object)(Py.ToDouble(a) * Py.ToDouble(b)) : checked(Py.ToLong(a) * Py.ToLong(b));
                 case "/":
                     if (Py.ToDouble(b) == 0)
                     {

@@ -27,6 +27,8 @@ internal sealed partial class Evaluator
         "urlencode", "urlize", "wordwrap", "xmlattr",
     };
 
+    internal static readonly HashSet<string> JinjaOnlyTests = new(StringComparer.Ordinal); // every jinja2 test is implemented
+
     [GeneratedRegex(@"([-\s({\[<]+)")]
     private static partial Regex WordBeginningSplit();
 
@@ -65,14 +67,11 @@ internal sealed partial class Evaluator
         return (values, given);
     }
 
+    internal static JinjaException UnknownFilter(string name, int line) =>
+        new($"the filter '{name}' {(JinjaOnlyFilters.Contains(name) ? "is not supported by this interpreter" : "does not exist")}", line) { Kind = JinjaErrorKind.Unsupported };
+
     private object? ApplyFilter(FilterExpr f, object? value, Frame frame)
     {
-        if (!FilterNames.Contains(f.Name))
-        {
-            string why = JinjaOnlyFilters.Contains(f.Name) ? "is not supported by this interpreter" : "does not exist";
-            throw new JinjaException($"the filter '{f.Name}' {why}", f.Line) { Kind = JinjaErrorKind.Unsupported };
-        }
-
         CallArgs args = EvalArgs(f.Args, frame);
         return Filter(f.Name, value, args);
     }
@@ -185,7 +184,7 @@ internal sealed partial class Evaluator
             case "abs":
                 return value switch
                 {
-                    long l => Math.Abs(l),
+                    long l => (object)Math.Abs(l),
                     double d => Math.Abs(d),
                     bool b => b ? 1L : 0L,
                     _ => throw new JinjaRuntimeError($"bad operand type for abs(): '{Py.TypeName(value)}'"),
@@ -198,7 +197,7 @@ internal sealed partial class Evaluator
                     double scale = Math.Pow(10, p);
                     return Py.Str(a[1]) switch
                     {
-                        "common" => Math.Round(v * scale, MidpointRounding.AwayFromZero) / scale,
+                        "common" => p is >= 0 and <= 15 ? Math.Round(v, p, MidpointRounding.ToEven) : Math.Round(v * scale, MidpointRounding.ToEven) / scale,
                         "ceil" => Math.Ceiling(v * scale) / scale,
                         "floor" => Math.Floor(v * scale) / scale,
                         _ => throw new JinjaRuntimeError("method must be common, ceil or floor"),
@@ -524,7 +523,12 @@ internal sealed partial class Evaluator
             case "gt" or "greaterthan" or ">": return CompareOp(">", value, Arg0());
             case "ge" or ">=": return CompareOp(">=", value, Arg0());
             case "in": return Contains(Arg0(), value);
-            case "sameas": return ReferenceEquals(value, Arg0()) || (value is null && Arg0() is null) || (value is bool a && Arg0() is bool b && a == b);
+            case "sameas":
+                {
+                    // Python identity: None, booleans and (small) ints are singletons.
+                    object? other = Arg0();
+                    return value is null or bool or long ? other is not double && Py.Equals(value, other) && (value is bool) == (other is bool) : ReferenceEquals(value, other);
+                }
             case "lower": return Py.Str(value) is var ls && ls.Any(char.IsLetter) && !ls.Any(char.IsUpper);
             case "upper": return Py.Str(value) is var us && us.Any(char.IsLetter) && !us.Any(char.IsLower);
             case "filter": return FilterNames.Contains(Py.Str(value));

@@ -796,6 +796,11 @@ internal sealed class Parser
             name += "." + Next().Value;
         }
 
+        if (!Evaluator.FilterNames.Contains(name))
+        {
+            throw Evaluator.UnknownFilter(name, n.Line);
+        }
+
         IReadOnlyList<Argument> args = Cur.IsOp("(") ? ParseCallArgs() : [];
         return new FilterExpr(n.Line, target, name, args);
     }
@@ -816,6 +821,11 @@ internal sealed class Parser
                 bool negated = SkipName("not");
                 Token n = Expect(TokenKind.Name);
                 string name = n.Value;
+                if (!Evaluator.TestNames.Contains(name))
+                {
+                    throw Unsupported($"the test '{name}' {(Evaluator.JinjaOnlyTests.Contains(name) ? "is not supported by this interpreter" : "does not exist")}", n.Line);
+                }
+
                 IReadOnlyList<Argument> args = [];
                 if (Cur.IsOp("("))
                 {

@@ -40,7 +40,7 @@ public sealed class ChatHub(ApiContext api) : Hub
         {
             ArgumentNullException.ThrowIfNull(request);
             api.Model.CheckModel(request.Model, Field);
-            var prompt = api.Model.EncodeChat(request.Messages, Field);
+            var prompt = api.Model.EncodeChat(request.Messages, Field, true, request.Tools, request.ChatTemplateKwargs);
             return api.Planner(Field).Plan(NewId(), request, [prompt], request.MaxTokens, request.Logprobs == true, request.TopLogprobs ?? 0);
         }, cancellationToken).ConfigureAwait(false);
         await foreach (var c in RelayAsync(running, cancellationToken).ConfigureAwait(false)) yield return c;

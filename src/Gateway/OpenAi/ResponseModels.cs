@@ -74,7 +74,7 @@ public sealed record ModelList(string Object, IReadOnlyList<ModelCard> Data);
 public sealed record ModelCard(string Id, string Object, long Created, string OwnedBy, int MaxModelLen, string Root,
     int NumExperts, int NumExpertsPerToken, int NumLayers, string Architecture);
 
-public sealed record TokenizeRequest(string? Model, string? Prompt, List<ChatMessageDto>? Messages, bool? AddGenerationPrompt);
+public sealed record TokenizeRequest(string? Model, string? Prompt, List<ChatMessageDto>? Messages, bool? AddGenerationPrompt, System.Text.Json.JsonElement? Tools = null, System.Text.Json.JsonElement? ChatTemplateKwargs = null);
 
 public sealed record TokenizeResponse(IReadOnlyList<int> Tokens, int Count, int MaxModelLen);
 

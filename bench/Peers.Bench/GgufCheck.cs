@@ -20,7 +20,7 @@ namespace MoeServer.Bench.Peers;
 /// </summary>
 internal static class GgufCheck
 {
-    private sealed record Case(string Name, ModelArchitecture Family, GgufExportOptions Options);
+    private sealed record Case(string Name, ModelArchitecture Family, GgufExportOptions Options, string? Pre = null);
 
     public static int Run(string repo, string outDir, int threads, Action<string> log)
     {
@@ -30,7 +30,12 @@ internal static class GgufCheck
         });
         string spmVocab = Path.Combine(repo, "tests", "Kernels.Tests", "Fixtures", "spm", "spm.vocab");
         string textFile = Path.Combine(repo, "tests", "Kernels.Tests", "Fixtures", "spm", "text.txt");
-        var lines = File.ReadAllLines(textFile).Where(l => l.Length > 0).ToArray();
+        string[] lines =
+        [
+            .. File.ReadAllLines(textFile).Where(l => l.Length > 0),
+            "I'LL say it's THEY'RE we've 1234567 12 3.5e10 $100+200=300 <=> ^~| !!!?? ...",
+            "line one\r\n\r\nline two\n\n   \tindented\n",
+        ];
         Case[] cases =
         [
             new("mixtral (llama), stacked", ModelArchitecture.Mixtral, new GgufExportOptions()),
@@ -40,6 +45,11 @@ internal static class GgufCheck
             new("qwen2moe", ModelArchitecture.Qwen2Moe, new GgufExportOptions()),
             new("qwen3moe", ModelArchitecture.Qwen3Moe, new GgufExportOptions()),
             new("olmoe", ModelArchitecture.Olmoe, new GgufExportOptions()),
+            // The same byte-level vocabulary under llama.cpp's other pre-tokenizers (tokenizer.ggml.pre rewritten).
+            new("qwen2moe, pre = qwen2", ModelArchitecture.Qwen2Moe, new GgufExportOptions(), "qwen2"),
+            new("qwen2moe, pre = llama-bpe", ModelArchitecture.Qwen2Moe, new GgufExportOptions(), "llama-bpe"),
+            new("qwen2moe, pre = olmo", ModelArchitecture.Qwen2Moe, new GgufExportOptions(), "olmo"),
+            new("qwen2moe, pre = default", ModelArchitecture.Qwen2Moe, new GgufExportOptions(), "default"),
         ];
         var table = new MarkdownTable("file", "tokenizer", "lines tokenized equal", "with specials + bos equal", "greedy tokens equal", "max |logit diff| at prompt end");
         bool allEqual = true;
@@ -56,6 +66,12 @@ internal static class GgufCheck
             }
             string slug = new string(c.Name.Select(ch => char.IsLetterOrDigit(ch) ? ch : '-').ToArray());
             string gguf = GgufExporter.Export(dir, Path.Combine(Path.GetTempPath(), $"peers-gguf-{slug}.gguf"), c.Options)[0];
+            if (c.Pre is not null)
+            {
+                var file = GgufExporter.Build(dir, c.Options);
+                file.Set("tokenizer.ggml.pre", GgufValue.Of(c.Pre));
+                GgufWriter.Write(gguf, file);
+            }
             log($"{c.Name}: {gguf}");
             var tok = ModelTokenizer.Load(gguf);
             using var ours = MoeModel.Load(gguf, WeightPrecision.F32);
@@ -69,7 +85,9 @@ internal static class GgufCheck
             catch (Exception e) when (e is LLama.Exceptions.LoadWeightsFailedException or LLama.Exceptions.RuntimeError)
             {
                 table.AddRow(c.Name, ((GgufTokenizer)tok).Model, "", "", "llama.cpp cannot load the file", "");
-                notes.Add($"- {c.Name}: llama.cpp refused the file ({e.Message}); we load it.");
+                notes.Add($"- {c.Name}: llama.cpp (LLamaSharp 0.30.0) refused the file: it no longer reads the per-expert " +
+                          "`blk.N.ffn_gate.E.weight` layout of older Mixtral files and asks for `blk.0.ffn_down_exps.weight`. We load it " +
+                          "(its logits equal the HF directory's: `GgufModelTests`).");
                 log($"  llama.cpp refused it: {e.Message}");
                 continue;
             }
@@ -136,8 +154,9 @@ internal static class GgufCheck
             "SentencePiece vocabulary (`--spm`, the spm_train model of `tests/Kernels.Tests/Fixtures/spm`). Both sides read the file: we load it with " +
             "`MoeModel.Load(file.gguf)` and its `tokenizer.ggml.*` metadata; llama.cpp with an f32 K/V cache and flash attention off.");
         report.AppendLine();
-        report.AppendLine($"Tokenization: the {lines.Length} lines of `tests/Kernels.Tests/Fixtures/spm/text.txt` (English, accents, Greek, Cyrillic, CJK, Hangul, emoji, " +
-            "tabs, runs of spaces, leading/trailing spaces), plain text without bos; then two texts with bos/eos tokens inside, parsed as special, with the " +
+        report.AppendLine($"Tokenization: {lines.Length} texts, the lines of `tests/Kernels.Tests/Fixtures/spm/text.txt` (English, accents, Greek, Cyrillic, CJK, Hangul, emoji, " +
+            "tabs, runs of spaces, leading/trailing spaces) and two more (contractions in capitals, digit runs, punctuation runs, CR/LF runs), " +
+            "plain text without bos; then two texts with bos/eos tokens inside, parsed as special, with the " +
             "model's own bos rule (llama_tokenize add_special / our EncodePrompt). Greedy: 12 tokens from the same prompt, each side recomputing the whole sequence.");
         report.AppendLine();
         report.AppendLine(table.ToString());

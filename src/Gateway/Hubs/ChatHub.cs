@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.SignalR;
 using MoeServer.Actors.Generation;
 using MoeServer.Gateway.OpenAi;
 using MoeServer.Gateway.Serving;
+using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Gateway.Hubs;
 
@@ -24,7 +25,7 @@ public sealed class ChatHub(ApiContext api) : Hub
             api.Model.CheckModel(request.Model, Field);
             int[] prompt = (request.Prompt, request.PromptTokenIds) switch
             {
-                ({ } text, null) => api.Model.Tokenizer.Encode(text),
+                ({ } text, null) => api.Model.Tokenizer.EncodePrompt(text),
                 (null, { } ids) => ids.ToArray(),
                 (null, null) => throw OpenAiException.Invalid("prompt", "prompt (or promptTokenIds) is required."),
                 _ => throw OpenAiException.Invalid("prompt", "give either prompt or promptTokenIds, not both."),

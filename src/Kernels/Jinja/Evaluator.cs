@@ -236,7 +236,7 @@ internal sealed partial class Evaluator
                 break;
             case TupleExpr t:
                 {
-                    List<object?> values = value is string or List<object?> or Dictionary<string, object?> ? Iterate(value)
+                    List<object?> values = value is string or List<object?> or Dictionary<string, object?> or PyIterable ? Iterate(value)
                         : throw new JinjaRuntimeError($"cannot unpack non-iterable {Py.TypeName(value)} object");
                     if (values.Count != t.Items.Count)
                     {
@@ -596,7 +596,12 @@ internal sealed partial class Evaluator
                     {
                         double x = Py.ToDouble(a), y = Py.ToDouble(b);
                         double m = x % y;
-                        return m != 0 && (m < 0) != (y < 0) ? m + y : m;
+                        if (m == 0)
+                        {
+                            return Math.CopySign(0.0, y); // Python: a zero remainder takes the divisor's sign
+                        }
+
+                        return (m < 0) != (y < 0) ? m + y : m;
                     }
 
                     {
@@ -636,6 +641,8 @@ internal sealed partial class Evaluator
                 return string.Concat(Enumerable.Repeat(s, (int)Math.Max(0, Py.ToLong(b))));
             case "*" when a is long or bool && b is string s2:
                 return string.Concat(Enumerable.Repeat(s2, (int)Math.Max(0, Py.ToLong(a))));
+            case "*" when a is long or bool && b is List<object?>:
+                return Arith("*", b, a);
             case "*" when a is List<object?> l && b is long or bool:
                 {
                     var r = new List<object?>();
@@ -702,6 +709,8 @@ internal sealed partial class Evaluator
                 return l.Any(x => Py.Equals(x, item));
             case Dictionary<string, object?> d:
                 return item is string k && d.ContainsKey(k);
+            case PyIterable it:
+                return it.Items.Any(x => Py.Equals(x, item));
             case Undefined:
                 return false;
             default:
@@ -715,6 +724,7 @@ internal sealed partial class Evaluator
         List<object?> l => l,
         Dictionary<string, object?> d => d.Keys.Cast<object?>().ToList(),
         string s => Py.CodePoints(s).Cast<object?>().ToList(),
+        PyIterable it => it.Items,
         Undefined => [],
         _ => throw new JinjaRuntimeError($"'{Py.TypeName(v)}' object is not iterable"),
     };
@@ -804,7 +814,7 @@ internal sealed partial class Evaluator
                 src = l;
                 break;
             default:
-                throw new JinjaRuntimeError($"'{Py.TypeName(target)}' object is not subscriptable");
+                throw new JinjaRuntimeError($"'{Py.TypeName(target)}' object is not subscriptable"); // jinja2 slices bypass getitem
         }
 
         long n = src.Count;

@@ -2,6 +2,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.SignalR.Client;
+using MoeServer.Gateway.Hubs;
+using MoeServer.Gateway.OpenAi;
 using MoeServer.Gateway.Tests.Support;
 using MoeServer.Kernels.Tokenization;
 
@@ -127,6 +130,36 @@ public sealed class ToolChatTests : IAsyncLifetime
         // content "" here, none in the reference: the template renders both as '' (content or '').
         Assert.Equal(Expected([.. tools.RootElement.EnumerateArray()], null).Length, usage.GetProperty("prompt_tokens").GetInt32());
         Assert.Equal(2, usage.GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
+    public async Task The_hub_passes_tools_and_tool_messages_to_the_template_too()
+    {
+        using var tools = JsonDocument.Parse(ToolsJson);
+        await using var connection = new HubConnectionBuilder().WithUrl(new Uri(_server.BaseAddress, ChatHub.Path)).Build();
+        await connection.StartAsync();
+        using var args = JsonDocument.Parse("\"{\\\"city\\\": \\\"Paris\\\"}\"");
+        var request = new ChatRequest
+        {
+            Messages =
+            [
+                new ChatMessageDto { Role = "user", Content = "Weather in Paris?" },
+                new ChatMessageDto
+                {
+                    Role = "assistant",
+                    ToolCalls = [new ToolCallDto { Id = "call_1", Type = "function", Function = new ToolCallFunctionDto { Name = "get_weather", Arguments = args.RootElement } }],
+                },
+                new ChatMessageDto { Role = "tool", ToolCallId = "call_1", Content = "{\"temperature\": 21}" },
+            ],
+            Tools = tools.RootElement,
+            ChatTemplateKwargs = JsonDocument.Parse("{\"enable_thinking\": false}").RootElement,
+            MaxTokens = 2,
+            Temperature = 0,
+        };
+        var chunks = new List<HubTokenChunk>();
+        await foreach (var c in connection.StreamAsync<HubTokenChunk>("Chat", request)) chunks.Add(c);
+        int[] want = Expected([.. tools.RootElement.EnumerateArray()], new Dictionary<string, object?> { ["enable_thinking"] = false });
+        Assert.Equal(want.Length, chunks[^1].Usage!.PromptTokens);
     }
 
     [Fact]

@@ -128,11 +128,11 @@ internal sealed partial class Evaluator
                 }
 
             case MacroStmt m:
-                frame.Set(m.Name, MakeMacro(m.Name, m.Params, m.Body, frame, m.UsesVarargs, m.UsesKwargs, m.UsesCaller, null));
+                frame.Set(m.Name, MakeMacro(m.Name, m.Params, m.Body, frame, m.UsesVarargs, m.UsesKwargs, m.UsesCaller));
                 return Flow.Normal;
             case CallBlockStmt cb:
                 {
-                    JinjaCallable caller = MakeMacro("caller", cb.CallerParams, cb.Body, frame, false, false, false, null);
+                    JinjaCallable caller = MakeMacro("caller", cb.CallerParams, cb.Body, frame, false, false, false);
                     object? callee = Eval(cb.Call.Callee, frame);
                     CallArgs args = EvalArgs(cb.Call.Args, frame);
                     args.Keyword.Add(new("caller", caller));
@@ -171,9 +171,6 @@ internal sealed partial class Evaluator
                 return Flow.Break;
             case ContinueStmt:
                 return Flow.Continue;
-            case ExprStmt es:
-                Eval(es.Value, frame);
-                return Flow.Normal;
             default:
                 throw new JinjaException($"unsupported statement {s.GetType().Name}", s.Line) { Kind = JinjaErrorKind.Unsupported };
         }
@@ -211,7 +208,7 @@ internal sealed partial class Evaluator
             return;
         }
 
-        var loop = new LoopContext(items, 0); // depth grows only in recursive loops, which are not supported
+        var loop = new LoopContext(items); // depth grows only in recursive loops, which are not supported
 
         for (int i = 0; i < items.Count; i++)
         {
@@ -269,9 +266,8 @@ internal sealed partial class Evaluator
         }
     }
 
-    private JinjaCallable MakeMacro(string name, IReadOnlyList<MacroParam> ps, IReadOnlyList<Stmt> body, Frame closure, bool varargs, bool kwargs, bool usesCaller, object? unused)
+    private JinjaCallable MakeMacro(string name, IReadOnlyList<MacroParam> ps, IReadOnlyList<Stmt> body, Frame closure, bool varargs, bool kwargs, bool usesCaller)
     {
-        _ = unused;
         return new JinjaCallable(name, args =>
         {
             var frame = new Frame(closure);

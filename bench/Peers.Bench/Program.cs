@@ -34,7 +34,7 @@ var lp = MoeServer.Bench.Peers.PeerSettings.Exact(gguf, Window + 8, threads);
 using var weights = LLamaWeights.LoadFromFile(lp);
 using var ctx = weights.CreateContext(lp);
 using var defaultCtx = weights.CreateContext(MoeServer.Bench.Peers.PeerSettings.Defaults(gguf, Window + 8, threads));
-var tokenizer = HfTokenizer.Load(modelDir);
+var tokenizer = ModelTokenizer.Load(modelDir);
 using var ours = MoeModel.Load(modelDir, WeightPrecision.F32);
 int vocab = ours.Config.VocabSize;
 

@@ -37,7 +37,7 @@ internal static class GenerateCommand
         if (errors.Count > 0)
             throw new UsageException(string.Join("; ", errors.Select(e => $"--{OptionName(e.Field)}: {e.Message}")));
 
-        var tokenizer = HfTokenizer.Load(dir);
+        var tokenizer = ModelTokenizer.Load(dir);
         string text = prompt;
         if (chat || templateOverride is not null)
             text = ChatTemplate.Load(dir, templateOverride).Render([new ChatMessage("user", prompt)], addGenerationPrompt: true);

@@ -30,7 +30,7 @@ public sealed class ServedModel
 
     public MoeEngine Engine { get; }
     public ModelConfig Config { get; }
-    public HfTokenizer Tokenizer { get; }
+    public ITokenizer Tokenizer { get; }
     public string Name { get; }
     public ChatTemplate? ChatTemplate { get; }
     /// <summary>Why there is no chat template (chat requests get this as a 400).</summary>

@@ -37,7 +37,7 @@ internal static class ModelCardCommand
         cl.RejectUnknown();
 
         var vocabulary = File.ReadLines(vocabText).SelectMany(ModelEvaluator.Words).ToHashSet();
-        var tokenizer = HfTokenizer.Load(dir);
+        var tokenizer = ModelTokenizer.Load(dir);
         var progress = new ConsoleProgress("evaluate");
         ModelEvaluation eval;
         ModelConfig cfg;
@@ -58,7 +58,7 @@ internal static class ModelCardCommand
                 continue;
             }
             using var m = MoeModel.Load(other, WeightPrecision.BF16);
-            var e = PerplexityEvaluator.EvaluateWindows(m, PerplexityEvaluator.LineDocuments(HfTokenizer.Load(other), heldOut), window);
+            var e = PerplexityEvaluator.EvaluateWindows(m, PerplexityEvaluator.LineDocuments(ModelTokenizer.Load(other), heldOut), window);
             others.Add(new ComparedModel(name, Describe(m.Config), m.Weights.ParameterCount(), ActiveParameters(m), e.Perplexity, e.OfFirst(trainerWindows)));
         }
 

@@ -186,4 +186,24 @@ public sealed class ToolChatTests : IAsyncLifetime
         Assert.Equal("messages", error.GetProperty("param").GetString());
         Assert.Contains("Too many messages for this template: 7", error.GetProperty("message").GetString(), StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_template_outside_the_subset_makes_chat_requests_400s_naming_the_construct()
+    {
+        string bad = Path.Combine(_dir, "bad.jinja");
+        await File.WriteAllTextAsync(bad, "{{ bos_token }}\n{% include 'other.jinja' %}");
+        await using var server = await GatewayServer.StartAsync(TinyModel.Dir, $"moe.gateway.chat-template = \"{bad.Replace("\\", "/", StringComparison.Ordinal)}\"");
+        using var r = await server.Http.PostAsync("/v1/chat/completions",
+            new StringContent("""{"messages":[{"role":"user","content":"hi"}],"max_tokens":1}""", Encoding.UTF8, "application/json"));
+        string body = await r.Content.ReadAsStringAsync();
+        Assert.True(r.StatusCode == HttpStatusCode.BadRequest, body);
+        string message = JsonDocument.Parse(body).RootElement.GetProperty("error").GetProperty("message").GetString()!;
+        Assert.Contains("include", message, StringComparison.Ordinal);
+        Assert.Contains("line 2", message, StringComparison.Ordinal);
+        Assert.Contains("bad.jinja", message, StringComparison.Ordinal);
+
+        using var plain = await server.Http.PostAsync("/v1/completions",
+            new StringContent("""{"prompt":"hi","max_tokens":1}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, plain.StatusCode); // the model still serves plain completions
+    }
 }

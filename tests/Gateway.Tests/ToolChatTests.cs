@@ -2,6 +2,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.SignalR.Client;
+using MoeServer.Gateway.Hubs;
+using MoeServer.Gateway.OpenAi;
 using MoeServer.Gateway.Tests.Support;
 using MoeServer.Kernels.Tokenization;
 
@@ -130,6 +133,36 @@ public sealed class ToolChatTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_hub_passes_tools_and_tool_messages_to_the_template_too()
+    {
+        using var tools = JsonDocument.Parse(ToolsJson);
+        await using var connection = new HubConnectionBuilder().WithUrl(new Uri(_server.BaseAddress, ChatHub.Path)).Build();
+        await connection.StartAsync();
+        using var args = JsonDocument.Parse("\"{\\\"city\\\": \\\"Paris\\\"}\"");
+        var request = new ChatRequest
+        {
+            Messages =
+            [
+                new ChatMessageDto { Role = "user", Content = "Weather in Paris?" },
+                new ChatMessageDto
+                {
+                    Role = "assistant",
+                    ToolCalls = [new ToolCallDto { Id = "call_1", Type = "function", Function = new ToolCallFunctionDto { Name = "get_weather", Arguments = args.RootElement } }],
+                },
+                new ChatMessageDto { Role = "tool", ToolCallId = "call_1", Content = "{\"temperature\": 21}" },
+            ],
+            Tools = tools.RootElement,
+            ChatTemplateKwargs = JsonDocument.Parse("{\"enable_thinking\": false}").RootElement,
+            MaxTokens = 2,
+            Temperature = 0,
+        };
+        var chunks = new List<HubTokenChunk>();
+        await foreach (var c in connection.StreamAsync<HubTokenChunk>("Chat", request)) chunks.Add(c);
+        int[] want = Expected([.. tools.RootElement.EnumerateArray()], new Dictionary<string, object?> { ["enable_thinking"] = false });
+        Assert.Equal(want.Length, chunks[^1].Usage!.PromptTokens);
+    }
+
+    [Fact]
     public async Task Tool_choice_none_leaves_the_tools_out()
     {
         using var tools = JsonDocument.Parse(ToolsJson);
@@ -152,5 +185,25 @@ public sealed class ToolChatTests : IAsyncLifetime
         Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
         Assert.Equal("messages", error.GetProperty("param").GetString());
         Assert.Contains("Too many messages for this template: 7", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_template_outside_the_subset_makes_chat_requests_400s_naming_the_construct()
+    {
+        string bad = Path.Combine(_dir, "bad.jinja");
+        await File.WriteAllTextAsync(bad, "{{ bos_token }}\n{% include 'other.jinja' %}");
+        await using var server = await GatewayServer.StartAsync(TinyModel.Dir, $"moe.gateway.chat-template = \"{bad.Replace("\\", "/", StringComparison.Ordinal)}\"");
+        using var r = await server.Http.PostAsync("/v1/chat/completions",
+            new StringContent("""{"messages":[{"role":"user","content":"hi"}],"max_tokens":1}""", Encoding.UTF8, "application/json"));
+        string body = await r.Content.ReadAsStringAsync();
+        Assert.True(r.StatusCode == HttpStatusCode.BadRequest, body);
+        string message = JsonDocument.Parse(body).RootElement.GetProperty("error").GetProperty("message").GetString()!;
+        Assert.Contains("include", message, StringComparison.Ordinal);
+        Assert.Contains("line 2", message, StringComparison.Ordinal);
+        Assert.Contains("bad.jinja", message, StringComparison.Ordinal);
+
+        using var plain = await server.Http.PostAsync("/v1/completions",
+            new StringContent("""{"prompt":"hi","max_tokens":1}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, plain.StatusCode); // the model still serves plain completions
     }
 }

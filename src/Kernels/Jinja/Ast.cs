@@ -69,5 +69,4 @@ internal sealed record BreakStmt(int Line) : Stmt(Line);
 
 internal sealed record ContinueStmt(int Line) : Stmt(Line);
 
-internal sealed record ExprStmt(int Line, Expr Value) : Stmt(Line);
 #pragma warning restore SA1649, CA1852

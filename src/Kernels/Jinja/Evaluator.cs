@@ -128,11 +128,11 @@ internal sealed partial class Evaluator
                 }
 
             case MacroStmt m:
-                frame.Set(m.Name, MakeMacro(m.Name, m.Params, m.Body, frame, m.UsesVarargs, m.UsesKwargs, m.UsesCaller, null));
+                frame.Set(m.Name, MakeMacro(m.Name, m.Params, m.Body, frame, m.UsesVarargs, m.UsesKwargs, m.UsesCaller));
                 return Flow.Normal;
             case CallBlockStmt cb:
                 {
-                    JinjaCallable caller = MakeMacro("caller", cb.CallerParams, cb.Body, frame, false, false, false, null);
+                    JinjaCallable caller = MakeMacro("caller", cb.CallerParams, cb.Body, frame, false, false, false);
                     object? callee = Eval(cb.Call.Callee, frame);
                     CallArgs args = EvalArgs(cb.Call.Args, frame);
                     args.Keyword.Add(new("caller", caller));
@@ -171,9 +171,6 @@ internal sealed partial class Evaluator
                 return Flow.Break;
             case ContinueStmt:
                 return Flow.Continue;
-            case ExprStmt es:
-                Eval(es.Value, frame);
-                return Flow.Normal;
             default:
                 throw new JinjaException($"unsupported statement {s.GetType().Name}", s.Line) { Kind = JinjaErrorKind.Unsupported };
         }
@@ -211,7 +208,7 @@ internal sealed partial class Evaluator
             return;
         }
 
-        var loop = new LoopContext(items, 0); // depth grows only in recursive loops, which are not supported
+        var loop = new LoopContext(items); // depth grows only in recursive loops, which are not supported
 
         for (int i = 0; i < items.Count; i++)
         {
@@ -236,7 +233,7 @@ internal sealed partial class Evaluator
                 break;
             case TupleExpr t:
                 {
-                    List<object?> values = value is string or List<object?> or Dictionary<string, object?> ? Iterate(value)
+                    List<object?> values = value is string or List<object?> or Dictionary<string, object?> or PyIterable ? Iterate(value)
                         : throw new JinjaRuntimeError($"cannot unpack non-iterable {Py.TypeName(value)} object");
                     if (values.Count != t.Items.Count)
                     {
@@ -269,9 +266,8 @@ internal sealed partial class Evaluator
         }
     }
 
-    private JinjaCallable MakeMacro(string name, IReadOnlyList<MacroParam> ps, IReadOnlyList<Stmt> body, Frame closure, bool varargs, bool kwargs, bool usesCaller, object? unused)
+    private JinjaCallable MakeMacro(string name, IReadOnlyList<MacroParam> ps, IReadOnlyList<Stmt> body, Frame closure, bool varargs, bool kwargs, bool usesCaller)
     {
-        _ = unused;
         return new JinjaCallable(name, args =>
         {
             var frame = new Frame(closure);
@@ -596,7 +592,12 @@ internal sealed partial class Evaluator
                     {
                         double x = Py.ToDouble(a), y = Py.ToDouble(b);
                         double m = x % y;
-                        return m != 0 && (m < 0) != (y < 0) ? m + y : m;
+                        if (m == 0)
+                        {
+                            return Math.CopySign(0.0, y); // Python: a zero remainder takes the divisor's sign
+                        }
+
+                        return (m < 0) != (y < 0) ? m + y : m;
                     }
 
                     {
@@ -636,6 +637,8 @@ internal sealed partial class Evaluator
                 return string.Concat(Enumerable.Repeat(s, (int)Math.Max(0, Py.ToLong(b))));
             case "*" when a is long or bool && b is string s2:
                 return string.Concat(Enumerable.Repeat(s2, (int)Math.Max(0, Py.ToLong(a))));
+            case "*" when a is long or bool && b is List<object?>:
+                return Arith("*", b, a);
             case "*" when a is List<object?> l && b is long or bool:
                 {
                     var r = new List<object?>();
@@ -702,6 +705,8 @@ internal sealed partial class Evaluator
                 return l.Any(x => Py.Equals(x, item));
             case Dictionary<string, object?> d:
                 return item is string k && d.ContainsKey(k);
+            case PyIterable it:
+                return it.Items.Any(x => Py.Equals(x, item));
             case Undefined:
                 return false;
             default:
@@ -715,6 +720,7 @@ internal sealed partial class Evaluator
         List<object?> l => l,
         Dictionary<string, object?> d => d.Keys.Cast<object?>().ToList(),
         string s => Py.CodePoints(s).Cast<object?>().ToList(),
+        PyIterable it => it.Items,
         Undefined => [],
         _ => throw new JinjaRuntimeError($"'{Py.TypeName(v)}' object is not iterable"),
     };
@@ -804,7 +810,7 @@ internal sealed partial class Evaluator
                 src = l;
                 break;
             default:
-                throw new JinjaRuntimeError($"'{Py.TypeName(target)}' object is not subscriptable");
+                throw new JinjaRuntimeError($"'{Py.TypeName(target)}' object is not subscriptable"); // jinja2 slices bypass getitem
         }
 
         long n = src.Count;

@@ -96,7 +96,7 @@ internal sealed partial class Evaluator
 
             case "last":
                 {
-                    List<object?> items = value is Dictionary<string, object?> ? throw new JinjaRuntimeError("'dict' object is not reversible") : Iterate(value);
+                    List<object?> items = Iterate(value);
                     return items.Count > 0 ? items[^1] : new Undefined("No last item, sequence was empty.");
                 }
 
@@ -145,8 +145,8 @@ internal sealed partial class Evaluator
             case "items":
                 return value switch
                 {
-                    Undefined => new List<object?>(),
-                    Dictionary<string, object?> d => d.Select(kv => (object?)new PyTuple([kv.Key, kv.Value])).ToList(),
+                    Undefined => new PyIterable("generator", [], sized: false),
+                    Dictionary<string, object?> d => new PyIterable("generator", d.Select(kv => (object?)new PyTuple([kv.Key, kv.Value])).ToList(), sized: false),
                     _ => throw new JinjaRuntimeError($"Can only get item pairs from a mapping, not {Py.TypeName(value)}"),
                 };
             case "dictsort":
@@ -166,12 +166,14 @@ internal sealed partial class Evaluator
             case "int":
                 {
                     (object?[] a, _) = BindArgs(args, name, ("default", 0L), ("base", 10L));
+                    RequireDefined(value);
                     return ToInt(value, a[0], Py.ToLong(a[1]));
                 }
 
             case "float":
                 {
                     (object?[] a, _) = BindArgs(args, name, ("default", 0.0));
+                    RequireDefined(value);
                     return value switch
                     {
                         double d => d,
@@ -192,6 +194,12 @@ internal sealed partial class Evaluator
             case "round":
                 {
                     (object?[] a, _) = BindArgs(args, name, ("precision", 0L), ("method", "common"));
+                    RequireDefined(value);
+                    if (value is long or bool && Py.Str(a[1]) == "common")
+                    {
+                        return Py.ToLong(value); // Python's round() of an int is that int
+                    }
+
                     double v = Py.ToDouble(value);
                     int p = (int)Py.ToLong(a[0]);
                     double scale = Math.Pow(10, p);
@@ -207,7 +215,13 @@ internal sealed partial class Evaluator
             case "indent":
                 {
                     (object?[] a, _) = BindArgs(args, name, ("width", 4L), ("first", false), ("blank", false));
-                    return Indent(Py.Str(value), a[0] is string w ? w : new string(' ', (int)Py.ToLong(a[0])), Py.Truthy(a[1]), Py.Truthy(a[2]));
+                    RequireDefined(value);
+                    if (value is not string)
+                    {
+                        throw new JinjaRuntimeError($"unsupported operand type(s) for +=: '{Py.TypeName(value)}' and 'str'");
+                    }
+
+                    return Indent((string)value, a[0] is string w ? w : new string(' ', (int)Py.ToLong(a[0])), Py.Truthy(a[1]), Py.Truthy(a[2]));
                 }
 
             case "unique":
@@ -227,7 +241,7 @@ internal sealed partial class Evaluator
                         }
                     }
 
-                    return result;
+                    return new PyIterable("generator", result, sized: false);
                 }
 
             case "reverse":
@@ -241,7 +255,14 @@ internal sealed partial class Evaluator
                 {
                     var l = new List<object?>(Iterate(value));
                     l.Reverse();
-                    return l;
+                    return value switch
+                    {
+                        PyTuple => new PyIterable("reversed", l, sized: false),
+                        List<object?> => new PyIterable("list_reverseiterator", l, sized: false),
+                        Dictionary<string, object?> => new PyIterable("dict_reversekeyiterator", l, sized: false),
+                        PyIterable { Sized: true } v => new PyIterable(v.Kind.Replace("dict_", "dict_reverse", StringComparison.Ordinal) + "iterator", l, sized: false),
+                        _ => l, // a generator: jinja2 falls back to a reversed list
+                    };
                 }
 
             case "sort":
@@ -330,11 +351,11 @@ internal sealed partial class Evaluator
                         }
 
                         Func<object?, object?> get = Attribute(a[0]);
-                        return items.Select(x =>
+                        return new PyIterable("generator", items.Select(x =>
                         {
                             object? v = get(x);
                             return given[1] && v is Undefined ? a[1] : v;
-                        }).ToList();
+                        }).ToList(), sized: false);
                     }
 
                     string filter = Py.Str(args.Positional[0]);
@@ -344,7 +365,7 @@ internal sealed partial class Evaluator
                     }
 
                     var rest = new CallArgs(args.Positional.Skip(1).ToList(), args.Keyword);
-                    return items.Select(x => Filter(filter, x, rest)).ToList();
+                    return new PyIterable("generator", items.Select(x => Filter(filter, x, rest)).ToList(), sized: false);
                 }
 
             case "select" or "reject" or "selectattr" or "rejectattr":
@@ -371,12 +392,12 @@ internal sealed partial class Evaluator
                         throw new JinjaException($"the test '{test}' (used in {name}) is not supported", 0) { Kind = JinjaErrorKind.Unsupported };
                     }
 
-                    return Iterate(value).Where(x =>
+                    return new PyIterable("generator", Iterate(value).Where(x =>
                     {
                         object? v = get(x);
                         bool r = test is null ? Py.Truthy(v) : Test(test, v, testArgs);
                         return r == keep;
-                    }).ToList();
+                    }).ToList(), sized: false);
                 }
 
             default:
@@ -429,6 +450,7 @@ internal sealed partial class Evaluator
         List<object?> l => l.Count,
         Dictionary<string, object?> d => d.Count,
         Undefined => 0,
+        PyIterable { Sized: true } it => it.Items.Count,
         JinjaNamespace => throw new JinjaRuntimeError("object of type 'Namespace' has no len()"),
         _ => throw new JinjaRuntimeError($"object of type '{Py.TypeName(value)}' has no len()"),
     };
@@ -509,13 +531,13 @@ internal sealed partial class Evaluator
             case "number": return value is long or double or bool;
             case "string": return value is string;
             case "mapping": return value is Dictionary<string, object?>;
-            case "iterable": return value is string or List<object?> or Dictionary<string, object?> or Undefined;
+            case "iterable": return value is string or List<object?> or Dictionary<string, object?> or Undefined or PyIterable;
             case "sequence": return value is string or List<object?> or Dictionary<string, object?> or Undefined;
-            case "callable": return value is JinjaCallable;
+            case "callable": return value is JinjaCallable or Undefined; // Undefined has __call__ (which raises)
             case "escaped": return false;
-            case "odd": return Py.ToLong(value) % 2 != 0;
-            case "even": return Py.ToLong(value) % 2 == 0;
-            case "divisibleby": return Py.ToLong(value) % Py.ToLong(Arg0()) == 0;
+            case "odd": return Py.Equals(Arith("%", value, 2L), 1L);
+            case "even": return Py.Equals(Arith("%", value, 2L), 0L);
+            case "divisibleby": return Py.Equals(Arith("%", value, Arg0()), 0L);
             case "eq" or "equalto" or "==": return Py.Equals(value, Arg0());
             case "ne" or "!=": return !Py.Equals(value, Arg0());
             case "lt" or "lessthan" or "<": return CompareOp("<", value, Arg0());

@@ -5,15 +5,9 @@ internal sealed class LoopContext
 {
     private readonly List<object?> _items;
 
-    public LoopContext(List<object?> items, int depth0)
-    {
-        _items = items;
-        Depth0 = depth0;
-    }
+    public LoopContext(List<object?> items) => _items = items;
 
     public int Index0 { get; set; }
-
-    public int Depth0 { get; }
 
     public object? Get(string name) => name switch
     {
@@ -24,8 +18,8 @@ internal sealed class LoopContext
         "first" => Index0 == 0,
         "last" => Index0 == _items.Count - 1,
         "length" => (long)_items.Count,
-        "depth" => (long)(Depth0 + 1),
-        "depth0" => (long)Depth0,
+        "depth" => 1L, // only recursive loops (not supported) go deeper
+        "depth0" => 0L,
         "previtem" => Index0 > 0 ? _items[Index0 - 1] : new Undefined("there is no previous item"),
         "nextitem" => Index0 + 1 < _items.Count ? _items[Index0 + 1] : new Undefined("there is no next item"),
         "cycle" => new JinjaCallable("loop.cycle", args =>

@@ -57,9 +57,9 @@ internal static class Methods
 
                 return name switch
                 {
-                    "items" => Fn(name, _ => d.Select(kv => (object?)new PyTuple([kv.Key, kv.Value])).ToList()),
-                    "keys" => Fn(name, _ => d.Keys.Cast<object?>().ToList()),
-                    "values" => Fn(name, _ => d.Values.ToList()),
+                    "items" => Fn(name, _ => new PyIterable("dict_items", d.Select(kv => (object?)new PyTuple([kv.Key, kv.Value])).ToList(), sized: true)),
+                    "keys" => Fn(name, _ => new PyIterable("dict_keys", d.Keys.Cast<object?>().ToList(), sized: true)),
+                    "values" => Fn(name, _ => new PyIterable("dict_values", d.Values.ToList(), sized: true)),
                     "get" => Fn(name, a =>
                     {
                         object? key = Arg(a, 0, "key");
@@ -530,7 +530,8 @@ internal static class Methods
             }
         }
 
-        if (k < values.Count)
+        // Python skips the check when the argument could be a mapping (anything with __getitem__ but a tuple or str).
+        if (k < values.Count && !(k == 0 && args is List<object?> or Dictionary<string, object?> or Undefined && args is not PyTuple))
         {
             throw new JinjaRuntimeError("not all arguments converted during string formatting");
         }

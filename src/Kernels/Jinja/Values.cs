@@ -33,6 +33,29 @@ internal sealed class PyTuple : List<object?>
     }
 }
 
+/// <summary>
+/// A Python iterator or view that is not a list: the generators jinja2's <c>map</c>, <c>select</c>, <c>unique</c>,
+/// <c>items</c> filters return and <c>reversed()</c> (unsized: always truthy, no len(), no indexing), or a dict's
+/// <c>keys()</c>/<c>values()</c>/<c>items()</c> view (sized). Templates turn them into lists with <c>| list</c>.
+/// </summary>
+internal sealed class PyIterable
+{
+    public PyIterable(string kind, List<object?> items, bool sized)
+    {
+        Kind = kind;
+        Items = items;
+        Sized = sized;
+    }
+
+    public string Kind { get; }
+
+    public List<object?> Items { get; }
+
+    public bool Sized { get; }
+
+    public override string ToString() => Sized ? $"{Kind}({Py.Repr(Items)})" : $"<{Kind} object>";
+}
+
 /// <summary>jinja2's <c>namespace(...)</c>: the one object a template may assign attributes to.</summary>
 internal sealed class JinjaNamespace
 {
@@ -80,6 +103,7 @@ internal static class Py
         JinjaNamespace => "Namespace",
         JinjaCallable => "function",
         LoopContext => "LoopContext",
+        PyIterable it => it.Kind,
         _ => v.GetType().Name,
     };
 
@@ -93,6 +117,7 @@ internal static class Py
         string s => s.Length > 0,
         List<object?> l => l.Count > 0,
         Dictionary<string, object?> d => d.Count > 0,
+        PyIterable { Sized: true } it => it.Items.Count > 0,
         _ => true,
     };
 

@@ -19,6 +19,7 @@ public sealed class ChatTemplate
     private static readonly HashSet<string> ReservedVariables = new(StringComparer.Ordinal) { "messages", "tools", "add_generation_prompt" };
 
     private readonly JinjaTemplate _compiled;
+    private ChatTemplate? _toolUse;
 
     /// <summary>Override names and the templates they stand for.</summary>
     public static IReadOnlyDictionary<string, string> BuiltInOverrides { get; } =
@@ -57,6 +58,12 @@ public sealed class ChatTemplate
     public string? EosToken { get; }
 
     /// <summary>
+    /// The "tool_use" entry of a tokenizer_config.json template list, which transformers renders instead of the
+    /// "default" one whenever tools are passed; null when there is none.
+    /// </summary>
+    public string? ToolUseTemplate => _toolUse?.Template;
+
+    /// <summary>
     /// Loads the chat template of a model directory: the override when given, otherwise
     /// tokenizer_config.json's <c>chat_template</c> (a string, or a list of {name, template}: "default"),
     /// otherwise chat_template.jinja. bos/eos tokens come from tokenizer_config.json.
@@ -68,6 +75,7 @@ public sealed class ChatTemplate
         string? bos = null;
         string? eos = null;
         string? template = null;
+        string? toolUseTemplate = null;
         string? templateSource = null;
         if (File.Exists(configPath))
         {
@@ -84,7 +92,7 @@ public sealed class ChatTemplate
                 eos = HfTokenizer.ReadTokenSetting(root, "eos_token");
                 if (root.TryGetProperty("chat_template", out JsonElement ct))
                 {
-                    template = ReadTemplateSetting(ct, configPath);
+                    (template, toolUseTemplate) = ReadTemplateSetting(ct, configPath);
                     templateSource = configPath;
                 }
             }
@@ -115,7 +123,13 @@ public sealed class ChatTemplate
                 $"No chat template found: {configPath} has no \"chat_template\" and there is no {JinjaFileName}. {Hint}");
         }
 
-        return FromJinja(template, bos, eos, templateSource!);
+        ChatTemplate loaded = FromJinja(template, bos, eos, templateSource!);
+        if (toolUseTemplate is not null)
+        {
+            loaded._toolUse = FromJinja(toolUseTemplate, bos, eos, $"{templateSource} (tool_use)");
+        }
+
+        return loaded;
     }
 
     /// <summary>
@@ -177,6 +191,11 @@ public sealed class ChatTemplate
         Func<DateTime>? now = null)
     {
         ArgumentNullException.ThrowIfNull(messages);
+        if (tools is not null && _toolUse is not null)
+        {
+            return _toolUse.Render(messages, addGenerationPrompt, tools, variables, now);
+        }
+
         var vars = new Dictionary<string, object?>(StringComparer.Ordinal)
         {
             ["messages"] = messages.Select(ToTemplateValue).ToList(),
@@ -267,26 +286,36 @@ public sealed class ChatTemplate
         return d;
     }
 
-    private static string? ReadTemplateSetting(JsonElement ct, string configPath)
+    /// <summary>chat_template: a string, or transformers' list of {name, template} ("default", and "tool_use" for requests with tools).</summary>
+    private static (string? Default, string? ToolUse) ReadTemplateSetting(JsonElement ct, string configPath)
     {
         switch (ct.ValueKind)
         {
             case JsonValueKind.Null:
-                return null;
+                return (null, null);
             case JsonValueKind.String:
-                return ct.GetString();
+                return (ct.GetString(), null);
             case JsonValueKind.Array:
+                string? def = null, toolUse = null;
                 foreach (JsonElement item in ct.EnumerateArray())
                 {
                     if (item.ValueKind == JsonValueKind.Object
-                        && item.TryGetProperty("name", out JsonElement n) && n.ValueKind == JsonValueKind.String && n.GetString() == "default"
+                        && item.TryGetProperty("name", out JsonElement n) && n.ValueKind == JsonValueKind.String
                         && item.TryGetProperty("template", out JsonElement tpl) && tpl.ValueKind == JsonValueKind.String)
                     {
-                        return tpl.GetString();
+                        if (n.GetString() == "default")
+                        {
+                            def ??= tpl.GetString();
+                        }
+                        else if (n.GetString() == "tool_use")
+                        {
+                            toolUse ??= tpl.GetString();
+                        }
                     }
                 }
 
-                throw new ChatTemplateException($"{configPath}: chat_template is a list without a \"default\" entry. {Hint}");
+                return def is not null ? (def, toolUse)
+                    : throw new ChatTemplateException($"{configPath}: chat_template is a list without a \"default\" entry. {Hint}");
             default:
                 throw new InvalidDataException($"{configPath}: chat_template must be a string or a list of {{name, template}}.");
         }

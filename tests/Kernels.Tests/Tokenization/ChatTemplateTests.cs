@@ -115,7 +115,13 @@ public class ChatTemplateTests
                 },
             });
             ChatTemplate t = ChatTemplate.Load(dir);
-                }
+            Assert.Equal("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n", t.Render([U1], false));
+
+            // As in transformers, a request with tools renders the "tool_use" entry instead.
+            Assert.Equal("{{ 'something else' }}", t.ToolUseTemplate);
+            using var tool = JsonDocument.Parse("""{"type": "function", "function": {"name": "f"}}""");
+            Assert.Equal("something else", t.Render([U1], false, [tool.RootElement]));
+        }
         finally
         {
             TempDir.Delete(dir);

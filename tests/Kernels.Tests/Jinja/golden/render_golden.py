@@ -190,6 +190,15 @@ CONSTRUCTS = [
     ("mixed_trim_lstrip_text", "<s>\n{% for m in messages %}\n  {{ m.role }}: {{ m.content }}\n{% endfor %}\n</s>\n", {"messages": MSGS}),
     ("loop_last_index_tricks", "{% for m in messages %}{% if loop.index0 > 0 and messages[loop.index0 - 1].role == 'user' %}<after-user>{% endif %}{{ m.role[0] }}{% endfor %}", {"messages": MSGS}),
     ("is_defined_on_dict_keys", "{% for m in messages %}{{ m.tool_calls is defined }}{{ 'tool_calls' in m }}{% endfor %}", {"messages": [{"role": "a", "tool_calls": []}, {"role": "b"}]}),
+    ("generator_truthiness", "{{ 'T' if ([] | select) else 'F' }} {{ 'T' if (messages | selectattr('role', 'eq', 'nobody')) else 'F' }} {{ messages | selectattr('role', 'eq', 'nobody') | list | length }} {{ 'T' if (messages | selectattr('role', 'eq', 'nobody') | list) else 'F' }}", {"messages": MSGS}),
+    ("generator_has_no_len", "{{ messages | map(attribute='role') | length }}", {"messages": MSGS}),
+    ("generator_first_join_sort", "{{ messages | map(attribute='role') | first }} {{ messages | map(attribute='role') | join('/') }} {{ messages | map(attribute='role') | unique | sort | join(',') }} {{ [1, 2] | reverse | join }}", {"messages": MSGS}),
+    ("dict_views", "{{ d.keys() | list }} {{ d.items() | length }} {{ 'T' if {}.items() else 'F' }} {{ d.values() }} {{ d.items() }} {{ 'a' in d.keys() }}", {"d": {"a": 1, "b": [2]}}),
+    ("numeric_edges", "{{ 3 | round }} {{ 2.5 | round }} {{ 3.14159 | round(3) }} {{ 0 % -1.5 }} {{ -0.0 }} {{ 2.5 is odd }} {{ 3.0 is odd }} {{ u is callable }} {{ [0] * 2 + 2 * [1] }} {{ true + true }}", {}),
+    ("ws_mixed", "  {%- if true %}\n\ta\n\t{%- endif %}\n  b  {#- c -#}  d\n{{- 'e' }}\n  {% for i in [1, 2] -%}\n   {{ i }}\n  {%- endfor %}\n", {}),
+    ("lstrip_after_var_and_tabs", "{{ 'x' }}  {% if true %}y{% endif %}\n\t\t{% if true %}z{% endif %}\n  {{ 'v' }} {% if true %}w{% endif %}", {}),
+    ("raw_with_ws", "a\n  {% raw -%}\n  {{ x }}\n  {%- endraw %}\nb", {}),
+    ("comment_trim", "a\n{# c #}\nb\n  {#- c #}\nc\n{# multi\nline #}  \nd", {}),
     ("nested_namespace_macro", "{% set ns = namespace(out='') %}{% macro add(x) %}{{ x * 2 }}{% endmacro %}{% for i in range(3) %}{% set ns.out = ns.out ~ add(i) %}{% endfor %}{{ ns.out }}", {}),
 ]
 

@@ -20,7 +20,7 @@ public sealed class ChatHub(ApiContext api) : Hub
     {
         var running = await StartAsync(() =>
         {
-            ArgumentNullException.ThrowIfNull(request);
+            if (request is null) throw OpenAiException.Invalid("request", "the request object is missing (null).");
             api.Model.CheckModel(request.Model, Field);
             int[] prompt = (request.Prompt, request.PromptTokenIds) switch
             {
@@ -38,7 +38,7 @@ public sealed class ChatHub(ApiContext api) : Hub
     {
         var running = await StartAsync(() =>
         {
-            ArgumentNullException.ThrowIfNull(request);
+            if (request is null) throw OpenAiException.Invalid("request", "the request object is missing (null).");
             api.Model.CheckModel(request.Model, Field);
             var prompt = api.Model.EncodeChat(request.Messages, Field);
             return api.Planner(Field).Plan(NewId(), request, [prompt], request.MaxTokens, request.Logprobs == true, request.TopLogprobs ?? 0);

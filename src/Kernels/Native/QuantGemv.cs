@@ -476,91 +476,153 @@ public static unsafe class QuantGemv
         return acc;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> DotU8(Vector256<byte> u, Vector256<sbyte> q, bool vnni)
+    private interface IFlag
     {
-        if (vnni)
-        {
-            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, q);
-        }
-
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, q), Vector256.Create((short)1));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Legacy256(byte* u, float* dw, float* cw, sbyte* q, float* dx, int* sx, int nb, bool signedW, bool vnni)
+    private struct Yes : IFlag
     {
-        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero;
-        float corr = 0;
-        int b = 0;
-        for (; b + 2 <= nb; b += 2)
+    }
+
+    private struct No : IFlag
+    {
+    }
+
+    private static float Legacy256(byte* u, float* dw, float* cw, sbyte* q, float* dx, int* sx, int nb, bool signedW, bool vnni) =>
+        (signedW, vnni) switch
         {
-            Vector256<int> p0 = Block256(u + (32 * b), q + (32 * b), signedW, vnni);
-            Vector256<int> p1 = Block256(u + (32 * b) + 32, q + (32 * b) + 32, signedW, vnni);
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(dx[b] * dw[b]), acc0);
-            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Vector256.Create(dx[b + 1] * dw[b + 1]), acc1);
-            corr += (dx[b] * cw[b] * sx[b]) + (dx[b + 1] * cw[b + 1] * sx[b + 1]);
+            (true, true) => Legacy256<Yes, Yes>(u, dw, cw, q, dx, sx, nb),
+            (true, false) => Legacy256<Yes, No>(u, dw, cw, q, dx, sx, nb),
+            (false, true) => Legacy256<No, Yes>(u, dw, cw, q, dx, sx, nb),
+            _ => Legacy256<No, No>(u, dw, cw, q, dx, sx, nb),
+        };
+
+    private static float Legacy512(byte* u, float* dw, float* cw, sbyte* q, float* dx, int* sx, int nb, bool signedW) =>
+        signedW ? Legacy512<Yes>(u, dw, cw, q, dx, sx, nb) : Legacy512<No>(u, dw, cw, q, dx, sx, nb);
+
+    /// <summary>
+    /// 32-weight blocks, 256-bit: 8 blocks per step; the 8 scale products d_x·d_w are one vector multiply and each
+    /// block's is broadcast with a lane permute. The offsets c·Σq go into a vector accumulator of their own.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float Legacy256<TSigned, TVnni>(byte* u, float* dw, float* cw, sbyte* q, float* dx, int* sx, int nb)
+        where TSigned : struct, IFlag
+        where TVnni : struct, IFlag
+    {
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero, corr = Vector256<float>.Zero;
+        int b = 0;
+        for (; b + 8 <= nb; b += 8)
+        {
+            Vector256<float> dxv = Avx.LoadVector256(dx + b);
+            Vector256<float> prod = Avx.Multiply(dxv, Avx.LoadVector256(dw + b));
+            if (typeof(TSigned) == typeof(No))
+            {
+                corr = Fma.MultiplyAdd(Avx.Multiply(dxv, Avx.LoadVector256(cw + b)), Avx.ConvertToVector256Single(Avx.LoadVector256(sx + b)), corr);
+            }
+
+            byte* ub = u + (32 * b);
+            sbyte* qb = q + (32 * b);
+            for (int j = 0; j < 8; j += 2)
+            {
+                Vector256<int> p0 = Block256<TSigned, TVnni>(ub + (32 * j), qb + (32 * j));
+                Vector256<int> p1 = Block256<TSigned, TVnni>(ub + (32 * j) + 32, qb + (32 * j) + 32);
+                acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Avx2.PermuteVar8x32(prod, Vector256.Create(j)), acc0);
+                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Avx2.PermuteVar8x32(prod, Vector256.Create(j + 1)), acc1);
+            }
         }
 
+        float tail = 0;
         for (; b < nb; b++)
         {
-            Vector256<int> p0 = Block256(u + (32 * b), q + (32 * b), signedW, vnni);
+            Vector256<int> p0 = Block256<TSigned, TVnni>(u + (32 * b), q + (32 * b));
             acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(dx[b] * dw[b]), acc0);
-            corr += dx[b] * cw[b] * sx[b];
+            tail += dx[b] * cw[b] * sx[b];
         }
 
-        return Vector256.Sum(acc0 + acc1) + corr;
+        return Vector256.Sum(acc0 + acc1 + corr) + tail;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Block256(byte* u, sbyte* q, bool signedW, bool vnni)
+    private static Vector256<int> Block256<TSigned, TVnni>(byte* u, sbyte* q)
+        where TSigned : struct, IFlag
+        where TVnni : struct, IFlag
     {
         Vector256<byte> uv = Avx.LoadVector256(u);
         Vector256<sbyte> qv = Avx.LoadVector256(q);
-        if (signedW)
+        if (typeof(TSigned) == typeof(Yes))
         {
             // Sign trick: |w| · (q · sign(w)) keeps the unsigned × signed form maddubs / dpbusd take.
             Vector256<sbyte> wv = uv.AsSByte();
-            return DotU8(Avx2.Abs(wv), Avx2.Sign(qv, wv), vnni);
+            uv = Avx2.Abs(wv);
+            qv = Avx2.Sign(qv, wv);
         }
 
-        return DotU8(uv, qv, vnni);
+        if (typeof(TVnni) == typeof(Yes))
+        {
+            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, uv, qv);
+        }
+
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(uv, qv), Vector256.Create((short)1));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Legacy512(byte* u, float* dw, float* cw, sbyte* q, float* dx, int* sx, int nb, bool signedW)
+    /// <summary>32-weight blocks, 512-bit: two blocks per multiply; 8 blocks' scale products per vector, spread by vpermps.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float Legacy512<TSigned>(byte* u, float* dw, float* cw, sbyte* q, float* dx, int* sx, int nb)
+        where TSigned : struct, IFlag
     {
-        Vector512<float> acc = Vector512<float>.Zero;
+        Vector512<float> acc0 = Vector512<float>.Zero, acc1 = Vector512<float>.Zero;
+        Vector256<float> corr = Vector256<float>.Zero;
         Vector512<short> ones = Vector512.Create((short)1);
-        float corr = 0;
+        Vector512<int> idx0 = Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+        Vector512<int> two = Vector512.Create(2);
         int b = 0;
-        for (; b + 2 <= nb; b += 2)
+        for (; b + 8 <= nb; b += 8)
         {
-            Vector512<byte> uv = Vector512.Load(u + (32 * b));
-            Vector512<sbyte> qv = Vector512.Load(q + (32 * b));
-            if (signedW)
+            Vector256<float> dxv = Avx.LoadVector256(dx + b);
+            Vector512<float> prod = Avx.Multiply(dxv, Avx.LoadVector256(dw + b)).ToVector512Unsafe();
+            if (typeof(TSigned) == typeof(No))
             {
-                Vector512<sbyte> wv = uv.AsSByte();
-                uv = Avx512BW.Abs(wv);
-                qv = Vector512.ConditionalSelect(Vector512.LessThan(wv, Vector512<sbyte>.Zero), Vector512<sbyte>.Zero - qv, qv);
+                corr = Fma.MultiplyAdd(Avx.Multiply(dxv, Avx.LoadVector256(cw + b)), Avx.ConvertToVector256Single(Avx.LoadVector256(sx + b)), corr);
             }
 
-            Vector512<int> p = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(uv, qv), ones);
-            Vector512<float> scale = Vector512.Create(Vector256.Create(dx[b] * dw[b]), Vector256.Create(dx[b + 1] * dw[b + 1]));
-            acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(p), scale, acc);
-            corr += (dx[b] * cw[b] * sx[b]) + (dx[b + 1] * cw[b + 1] * sx[b + 1]);
+            Vector512<int> idx = idx0;
+            for (int j = 0; j < 8; j += 4)
+            {
+                Vector512<int> p0 = Block512<TSigned>(u + (32 * (b + j)), q + (32 * (b + j)), ones);
+                Vector512<int> p1 = Block512<TSigned>(u + (32 * (b + j)) + 64, q + (32 * (b + j)) + 64, ones);
+                acc0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(p0), Avx512F.PermuteVar16x32(prod, idx), acc0);
+                idx += two;
+                acc1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(p1), Avx512F.PermuteVar16x32(prod, idx), acc1);
+                idx += two;
+            }
         }
 
         float tail = 0;
         if (b < nb)
         {
-            tail = Legacy256(u + (32 * b), dw + b, cw + b, q + (32 * b), dx + b, sx + b, 1, signedW, vnni: false);
+            tail = Legacy256<TSigned, No>(u + (32 * b), dw + b, cw + b, q + (32 * b), dx + b, sx + b, nb - b);
         }
 
-        return Vector512.Sum(acc) + corr + tail;
+        return Vector512.Sum(acc0 + acc1) + Vector256.Sum(corr) + tail;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Block512<TSigned>(byte* u, sbyte* q, Vector512<short> ones)
+        where TSigned : struct, IFlag
+    {
+        Vector512<byte> uv = Vector512.Load(u);
+        Vector512<sbyte> qv = Vector512.Load(q);
+        if (typeof(TSigned) == typeof(Yes))
+        {
+            Vector512<sbyte> wv = uv.AsSByte();
+            uv = Avx512BW.Abs(wv);
+            qv = Vector512.ConditionalSelect(Vector512.LessThan(wv, Vector512<sbyte>.Zero), Vector512<sbyte>.Zero - qv, qv);
+        }
+
+        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(uv, qv), ones);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static float K256(ref Unpacked w, sbyte* q, float* dx, short* bs, int nsb)
     {
         Vector256<float> acc = Vector256<float>.Zero;
@@ -586,7 +648,7 @@ public static unsafe class QuantGemv
         return Vector256.Sum(acc);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static float K512(ref Unpacked w, sbyte* q, float* dx, short* bs, int nsb)
     {
         Vector512<float> acc = Vector512<float>.Zero;
@@ -639,6 +701,7 @@ public static unsafe class QuantGemv
 
     // ---------------------------------------------------------------- unpacking
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void UnpackRow(GgmlType type, byte* row, int k, ref Unpacked u, QuantPath path)
     {
         bool vec = path != QuantPath.Scalar;
@@ -666,7 +729,22 @@ public static unsafe class QuantGemv
         }
     }
 
-    private static float H(byte* p) => Fp16.ToFloat(*(ushort*)p);
+    /// <summary>All 65536 fp16 values as fp32: a block scale costs one load (System.Half's conversion is software).</summary>
+    private static readonly float* s_halfTable = BuildHalfTable();
+
+    private static float* BuildHalfTable()
+    {
+        float* t = (float*)NativeMemory.AlignedAlloc(65536 * sizeof(float), 64);
+        for (int i = 0; i < 65536; i++)
+        {
+            t[i] = Fp16.ToFloat((ushort)i);
+        }
+
+        return t;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float H(byte* p) => s_halfTable[*(ushort*)p];
 
     private static void UnpackF16(byte* row, float* f, int k, bool vec)
     {
@@ -696,38 +774,69 @@ public static unsafe class QuantGemv
 
     private static void UnpackLegacy(GgmlType type, byte* row, int nb, ref Unpacked u, bool vec)
     {
-        int bs = GgmlTypeInfo.TypeSize(type);
-        for (int b = 0; b < nb; b++)
+        switch (type)
         {
-            byte* blk = row + (b * bs);
-            byte* dst = u.U + (32 * b);
-            float d = H(blk);
-            u.Dw[b] = d;
-            switch (type)
-            {
-                case GgmlType.Q8_0:
+            case GgmlType.Q8_0:
+                for (int b = 0; b < nb; b++)
+                {
+                    byte* blk = row + (b * 34);
+                    u.Dw[b] = H(blk);
                     u.Cw[b] = 0;
-                    Buffer.MemoryCopy(blk + 2, dst, 32, 32);
-                    break;
-                case GgmlType.Q4_0:
+                    if (vec)
+                    {
+                        Vector256.Load(blk + 2).Store(u.U + (32 * b));
+                    }
+                    else
+                    {
+                        Buffer.MemoryCopy(blk + 2, u.U + (32 * b), 32, 32);
+                    }
+                }
+
+                break;
+            case GgmlType.Q4_0:
+                for (int b = 0; b < nb; b++)
+                {
+                    byte* blk = row + (b * 18);
+                    float d = H(blk);
+                    u.Dw[b] = d;
                     u.Cw[b] = -8 * d;
-                    Nibbles(blk + 2, dst, vec);
-                    break;
-                case GgmlType.Q4_1:
+                    Nibbles(blk + 2, u.U + (32 * b), vec);
+                }
+
+                break;
+            case GgmlType.Q4_1:
+                for (int b = 0; b < nb; b++)
+                {
+                    byte* blk = row + (b * 20);
+                    u.Dw[b] = H(blk);
                     u.Cw[b] = H(blk + 2);
-                    Nibbles(blk + 4, dst, vec);
-                    break;
-                case GgmlType.Q5_0:
+                    Nibbles(blk + 4, u.U + (32 * b), vec);
+                }
+
+                break;
+            case GgmlType.Q5_0:
+                for (int b = 0; b < nb; b++)
+                {
+                    byte* blk = row + (b * 22);
+                    float d = H(blk);
+                    u.Dw[b] = d;
                     u.Cw[b] = -16 * d;
-                    Nibbles(blk + 6, dst, vec);
-                    FifthBits(*(uint*)(blk + 2), dst, vec);
-                    break;
-                case GgmlType.Q5_1:
+                    Nibbles(blk + 6, u.U + (32 * b), vec);
+                    FifthBits(*(uint*)(blk + 2), u.U + (32 * b), vec);
+                }
+
+                break;
+            default:
+                for (int b = 0; b < nb; b++)
+                {
+                    byte* blk = row + (b * 24);
+                    u.Dw[b] = H(blk);
                     u.Cw[b] = H(blk + 2);
-                    Nibbles(blk + 8, dst, vec);
-                    FifthBits(*(uint*)(blk + 4), dst, vec);
-                    break;
-            }
+                    Nibbles(blk + 8, u.U + (32 * b), vec);
+                    FifthBits(*(uint*)(blk + 4), u.U + (32 * b), vec);
+                }
+
+                break;
         }
     }
 
@@ -785,7 +894,15 @@ public static unsafe class QuantGemv
             for (int g = 0; g < 8; g++)
             {
                 QuantizeReference.GetScaleMinK4(g, sc, out int s, out int m);
-                new Span<short>(scx + (16 * g), 16).Fill((short)s);
+                if (vec)
+                {
+                    Vector256.Create((short)s).Store(scx + (16 * g));
+                }
+                else
+                {
+                    new Span<short>(scx + (16 * g), 16).Fill((short)s);
+                }
+
                 mt[2 * g] = (short)m;
                 mt[(2 * g) + 1] = (short)m;
             }
@@ -846,15 +963,29 @@ public static unsafe class QuantGemv
             sbyte* sc = (sbyte*)(blk + 192);
             short* scx = u.Scx + (128 * sb);
             short* mt = u.Mt + (16 * sb);
-            for (int g = 0; g < 8; g++)
+            if (vec)
             {
-                new Span<short>(scx + (16 * g), 8).Fill(sc[2 * g]);
-                new Span<short>(scx + (16 * g) + 8, 8).Fill(sc[(2 * g) + 1]);
+                // 16 int8 scales → int16; lanes of scx for group g: 8 × scale 2g, then 8 × scale 2g + 1.
+                Vector256<short> s16 = Avx2.ConvertToVector256Int16(Vector128.Load(sc));
+                (s16 << 5).Store(mt);
+                for (int g = 0; g < 8; g++)
+                {
+                    Vector128<short> a = Vector128.Create((short)sc[2 * g]), c = Vector128.Create((short)sc[(2 * g) + 1]);
+                    Vector256.Create(a, c).Store(scx + (16 * g));
+                }
             }
-
-            for (int i = 0; i < 16; i++)
+            else
             {
-                mt[i] = (short)(32 * sc[i]);
+                for (int g = 0; g < 8; g++)
+                {
+                    new Span<short>(scx + (16 * g), 8).Fill(sc[2 * g]);
+                    new Span<short>(scx + (16 * g) + 8, 8).Fill(sc[(2 * g) + 1]);
+                }
+
+                for (int i = 0; i < 16; i++)
+                {
+                    mt[i] = (short)(32 * sc[i]);
+                }
             }
 
             byte* dst = u.U + (256 * sb);

@@ -891,20 +891,28 @@ public static unsafe class QuantGemv
             byte* sc = blk + 4;
             short* scx = u.Scx + (128 * sb);
             short* mt = u.Mt + (16 * sb);
+            // The 12 packed bytes → 8 six-bit scales then 8 six-bit mins, as three 32-bit words (the kmask trick).
+            uint u0 = *(uint*)sc, u1 = *(uint*)(sc + 4), u2 = *(uint*)(sc + 8);
+            const uint kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+            uint scLo = u0 & kmask1;
+            uint scHi = (u2 & kmask2) | (((u0 >> 6) & kmask3) << 4);
+            uint mnLo = u1 & kmask1;
+            uint mnHi = ((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4);
+            ulong scales8 = scLo | ((ulong)scHi << 32), mins8 = mnLo | ((ulong)mnHi << 32);
             for (int g = 0; g < 8; g++)
             {
-                QuantizeReference.GetScaleMinK4(g, sc, out int s, out int m);
+                short s = (short)((scales8 >> (8 * g)) & 0xFF), m = (short)((mins8 >> (8 * g)) & 0xFF);
                 if (vec)
                 {
-                    Vector256.Create((short)s).Store(scx + (16 * g));
+                    Vector256.Create(s).Store(scx + (16 * g));
                 }
                 else
                 {
-                    new Span<short>(scx + (16 * g), 16).Fill((short)s);
+                    new Span<short>(scx + (16 * g), 16).Fill(s);
                 }
 
-                mt[2 * g] = (short)m;
-                mt[(2 * g) + 1] = (short)m;
+                mt[2 * g] = m;
+                mt[(2 * g) + 1] = m;
             }
 
             byte* qs = blk + (five ? 48 : 16);

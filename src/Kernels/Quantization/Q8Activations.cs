@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace MoeServer.Kernels.Quantization;
 
@@ -172,26 +173,60 @@ public sealed unsafe class Q8Activations
     {
         for (int b = 0; b < k / 32; b++, x += 32, q += 32)
         {
-            float amax = 0f;
-            for (int j = 0; j < 32; j++)
+            float amax;
+            if (Vector256.IsHardwareAccelerated)
             {
-                float a = MathF.Abs(x[j]);
-                amax = a > amax ? a : amax;
+                Vector256<float> m0 = Vector256.Max(Vector256.Abs(Vector256.Load(x)), Vector256.Abs(Vector256.Load(x + 8)));
+                Vector256<float> m1 = Vector256.Max(Vector256.Abs(Vector256.Load(x + 16)), Vector256.Abs(Vector256.Load(x + 24)));
+                Vector256<float> mm = Vector256.Max(m0, m1);
+                Vector128<float> h = Vector128.Max(mm.GetLower(), mm.GetUpper());
+                h = Vector128.Max(h, Vector128.Shuffle(h, Vector128.Create(2, 3, 0, 1)));
+                amax = MathF.Max(h.ToScalar(), h.GetElement(1));
+            }
+            else
+            {
+                amax = 0f;
+                for (int j = 0; j < 32; j++)
+                {
+                    float a = MathF.Abs(x[j]);
+                    amax = a > amax ? a : amax;
+                }
             }
 
             float db = amax / 127;
             float id = db != 0f ? 1f / db : 0f;
             int s = 0;
-            for (int j = 0; j < 32; j++)
+            if (Vector256.IsHardwareAccelerated)
             {
-                int v = (int)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero);
-                q[j] = (sbyte)v;
-                s += v;
+                // Round half away from zero, as roundf: trunc(v + copysign(0.5, v)) (one level apart from roundf only where
+                // v + 0.5 rounds up in fp32, within an ulp below a .5 boundary).
+                Vector256<float> vid = Vector256.Create(id);
+                Vector256<int> i0 = Rnd(Vector256.Load(x) * vid), i1 = Rnd(Vector256.Load(x + 8) * vid);
+                Vector256<int> i2 = Rnd(Vector256.Load(x + 16) * vid), i3 = Rnd(Vector256.Load(x + 24) * vid);
+                s = Vector256.Sum(i0 + i1 + i2 + i3);
+                Vector256<short> s01 = Vector256.Narrow(i0, i1), s23 = Vector256.Narrow(i2, i3);
+                Vector256.Narrow(s01, s23).Store(q);
+            }
+            else
+            {
+                for (int j = 0; j < 32; j++)
+                {
+                    int v = (int)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero);
+                    q[j] = (sbyte)v;
+                    s += v;
+                }
             }
 
             d[b] = db;
             sum[b] = s;
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Rnd(Vector256<float> v)
+    {
+        Vector256<float> half = Vector256.ConditionalSelect(Vector256.Create(-0f), v, Vector256.Create(0.5f));
+        return Vector256.ConvertToInt32(v + half);
     }
 
     private static void QuantizeRowK(float* x, sbyte* q, float* d, short* bsums, int k)
@@ -218,7 +253,23 @@ public sealed unsafe class Q8Activations
             }
 
             float iscale = -127f / max;
-            for (int j = 0; j < 256; j++)
+            int j0 = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                // nearest_int is round-half-even, as Vector256.Round; the clamp to 127 as ggml's MIN(127, v).
+                Vector256<float> vs = Vector256.Create(iscale);
+                Vector256<int> lim = Vector256.Create(127);
+                for (; j0 < 256; j0 += 32)
+                {
+                    Vector256<int> a0 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(x + j0) * vs)));
+                    Vector256<int> a1 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(x + j0 + 8) * vs)));
+                    Vector256<int> a2 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(x + j0 + 16) * vs)));
+                    Vector256<int> a3 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(x + j0 + 24) * vs)));
+                    Vector256.Narrow(Vector256.Narrow(a0, a1), Vector256.Narrow(a2, a3)).Store(q + j0);
+                }
+            }
+
+            for (int j = j0; j < 256; j++)
             {
                 q[j] = (sbyte)Math.Min(127, QuantizeReference.NearestInt(iscale * x[j]));
             }

@@ -73,6 +73,47 @@ public class QuantGemvTests
         return r;
     }
 
+    [Fact]
+    public unsafe void ActivationQuantization_MatchesGgmlReferenceQuantizers()
+    {
+        // Q8K activations are ggml's Q8_K (quantize_row_q8_K_ref) exactly; Q8Block32 has ggml's Q8_0 quants
+        // (round half away from zero of x·127/amax) with the scale kept in fp32.
+        int m = 3, k = 1024;
+        float[] x = RandomRows(m, k, 77);
+        x[5] = 0; // and a block of zeros
+        for (int i = 256; i < 512; i++) x[i] = 0;
+        var a = new Q8Activations();
+        fixed (float* px = x)
+        {
+            a.Quantize(ActivationKind.Q8K, px, m, k);
+            byte[] g = QuantFormatTests.Quantize(GgmlType.Q8_K, x);
+            for (int r = 0; r < m; r++)
+                for (int b = 0; b < k / 256; b++)
+                {
+                    int o = ((r * k / 256) + b) * 292;
+                    Assert.Equal(BitConverter.ToSingle(g, o), a.D[(r * a.ScaleStride) + b]);
+                    for (int j = 0; j < 256; j++) Assert.Equal((sbyte)g[o + 4 + j], a.Q[(r * a.QStride) + (b * 256) + j]);
+                    for (int j = 0; j < 16; j++) Assert.Equal(BitConverter.ToInt16(g, o + 260 + (2 * j)), a.Bsums[(r * a.BsumStride) + (b * 16) + j]);
+                }
+
+            a.Quantize(ActivationKind.Q8Block32, px, m, k);
+            g = QuantFormatTests.Quantize(GgmlType.Q8_0, x);
+            for (int r = 0; r < m; r++)
+                for (int b = 0; b < k / 32; b++)
+                {
+                    int o = ((r * k / 32) + b) * 34, sum = 0;
+                    for (int j = 0; j < 32; j++)
+                    {
+                        Assert.Equal((sbyte)g[o + 2 + j], a.Q[(r * a.QStride) + (b * 32) + j]);
+                        sum += (sbyte)g[o + 2 + j];
+                    }
+
+                    Assert.Equal(sum, a.Sum[(r * a.ScaleStride) + b]);
+                    Assert.Equal((float)ReferenceDequant.Half(g, o), (float)(Half)a.D[(r * a.ScaleStride) + b]);
+                }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(TypesAndPaths))]
     public void Multiply_MatchesFloat64Reference(GgmlType type, QuantPath path)

@@ -899,20 +899,26 @@ public static unsafe class QuantGemv
             uint mnLo = u1 & kmask1;
             uint mnHi = ((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4);
             ulong scales8 = scLo | ((ulong)scHi << 32), mins8 = mnLo | ((ulong)mnHi << 32);
-            for (int g = 0; g < 8; g++)
+            if (vec)
             {
-                short s = (short)((scales8 >> (8 * g)) & 0xFF), m = (short)((mins8 >> (8 * g)) & 0xFF);
-                if (vec)
+                // Mins per 16: each sub-block's min twice (zero-extend the 8 bytes, interleave with themselves).
+                Vector128<short> m8 = Vector128.WidenLower(Vector128.CreateScalar(mins8).AsByte()).AsInt16();
+                Sse2.UnpackLow(m8, m8).Store(mt);
+                Sse2.UnpackHigh(m8, m8).Store(mt + 8);
+                for (int g = 0; g < 8; g++)
                 {
-                    Vector256.Create(s).Store(scx + (16 * g));
+                    Vector256.Create((short)((scales8 >> (8 * g)) & 0xFF)).Store(scx + (16 * g));
                 }
-                else
+            }
+            else
+            {
+                for (int g = 0; g < 8; g++)
                 {
+                    short s = (short)((scales8 >> (8 * g)) & 0xFF), m = (short)((mins8 >> (8 * g)) & 0xFF);
                     new Span<short>(scx + (16 * g), 16).Fill(s);
+                    mt[2 * g] = m;
+                    mt[(2 * g) + 1] = m;
                 }
-
-                mt[2 * g] = m;
-                mt[(2 * g) + 1] = m;
             }
 
             byte* qs = blk + (five ? 48 : 16);

@@ -68,19 +68,19 @@ public sealed class SchedulerCore
     {
         ArgumentNullException.ThrowIfNull(request);
         string id = request.RequestId;
-        if (_draining) return [new Rejected(id, RejectionKind.Draining, null, "draining", "the server is shutting down and takes no new requests")];
-        if (string.IsNullOrEmpty(id)) return [new Rejected(id ?? "", RejectionKind.Invalid, "request_id", "missing", "a request needs an id")];
-        if (_byId.ContainsKey(id)) return [new Rejected(id, RejectionKind.Invalid, "request_id", "duplicate", $"request id {id} is already in use")];
+        if (_draining) return [new RequestRejected(id, RejectionKind.Draining, null, "draining", "the server is shutting down and takes no new requests")];
+        if (string.IsNullOrEmpty(id)) return [new RequestRejected(id ?? "", RejectionKind.Invalid, "request_id", "missing", "a request needs an id")];
+        if (_byId.ContainsKey(id)) return [new RequestRejected(id, RejectionKind.Invalid, "request_id", "duplicate", $"request id {id} is already in use")];
         int prompt = request.PromptTokens.Count;
-        if (prompt == 0) return [new Rejected(id, RejectionKind.Invalid, "prompt", "empty", "the prompt has no tokens")];
+        if (prompt == 0) return [new RequestRejected(id, RejectionKind.Invalid, "prompt", "empty", "the prompt has no tokens")];
         int ctx = _options.MaxContextTokens;
         if (prompt >= ctx)
-            return [new Rejected(id, RejectionKind.Invalid, "prompt", "context_length_exceeded",
+            return [new RequestRejected(id, RejectionKind.Invalid, "prompt", "context_length_exceeded",
                 $"the prompt has {prompt} tokens; the model's context holds {ctx}, and at least one must be left to generate")];
         if (request.MaxTokens is < 1)
-            return [new Rejected(id, RejectionKind.Invalid, "max_tokens", "out_of_range", $"max_tokens must be at least 1, got {request.MaxTokens}")];
+            return [new RequestRejected(id, RejectionKind.Invalid, "max_tokens", "out_of_range", $"max_tokens must be at least 1, got {request.MaxTokens}")];
         if (request.MaxTokens is { } mt && (long)prompt + mt > ctx)
-            return [new Rejected(id, RejectionKind.Invalid, "max_tokens", "context_length_exceeded",
+            return [new RequestRejected(id, RejectionKind.Invalid, "max_tokens", "context_length_exceeded",
                 $"prompt ({prompt} tokens) + max_tokens ({mt}) exceed the model's context of {ctx} tokens; lower max_tokens")];
         // The largest KV footprint this request may reach alone: positions prompt + generated - 1 (the last token's
         // keys are never needed). A request that needs more blocks than the whole pool could never finish.
@@ -89,14 +89,14 @@ public sealed class SchedulerCore
         if (BlocksAlone(request.MaxTokens is null ? prompt : prompt + limit - 1) > _pool.TotalBlocks)
         {
             string field = request.MaxTokens is null ? "prompt" : "max_tokens";
-            return [new Rejected(id, RejectionKind.Invalid, field, "kv_cache_exceeded",
+            return [new RequestRejected(id, RejectionKind.Invalid, field, "kv_cache_exceeded",
                 $"prompt ({prompt} tokens){(request.MaxTokens is null ? "" : $" + max_tokens ({limit})")} would need {BlocksAlone(request.MaxTokens is null ? prompt : prompt + limit - 1)} KV blocks " +
                 $"of {_pool.BlockSize} tokens, more than the engine's whole pool ({_pool.TotalBlocks} blocks, {poolTokens} tokens)" +
                 (request.MaxTokens is null ? "; shorten the prompt" : "; lower max_tokens"))];
         }
         if (request.MaxTokens is null && _options.SlidingWindow is null) limit = Math.Min(limit, poolTokens - prompt + 1);
         if (_waiting.Count >= _options.MaxQueuedRequests)
-            return [new Rejected(id, RejectionKind.Overloaded, null, "overloaded",
+            return [new RequestRejected(id, RejectionKind.Overloaded, null, "overloaded",
                 $"the engine is at capacity ({_running.Count} running, {_waiting.Count} waiting, queue limit {_options.MaxQueuedRequests}); retry later")];
         var s = new CoreSequence
         {
@@ -110,7 +110,7 @@ public sealed class SchedulerCore
         s.Tokens.AddRange(request.PromptTokens);
         _byId[id] = s;
         _waiting.AddLast(s);
-        return [new Queued(id, _waiting.Count)];
+        return [new RequestQueued(id, _waiting.Count)];
     }
 
     /// <summary>Blocks a sequence of <paramref name="positions"/> positions holds at most (a sliding window bounds it).</summary>
@@ -144,7 +144,7 @@ public sealed class SchedulerCore
         if (_byId.TryGetValue(requestId, out var s)) s.Paused = false;
     }
 
-    /// <summary>No new requests from now on; <see cref="Drained"/> comes once every request has ended.</summary>
+    /// <summary>No new requests from now on; <see cref="SchedulerDrained"/> comes once every request has ended.</summary>
     public IReadOnlyList<SchedulerEvent> Drain()
     {
         _draining = true;
@@ -265,9 +265,9 @@ public sealed class SchedulerCore
                 break; // first come, first served: nobody overtakes the head for lack of blocks
             }
             _waiting.Remove(node);
-            bool again = s.Admitted;
+            bool again = s.EverAdmitted;
             s.Running = true;
-            s.Admitted = true;
+            s.EverAdmitted = true;
             s.AdmitOrder = ++_admissions;
             s.Blocks.AddRange(hits);
             s.HashedBlocks = hitBlocks;
@@ -278,7 +278,7 @@ public sealed class SchedulerCore
             if (!again) s.CachedPromptTokens = s.Computed;
             _prefixHitTokens += s.Computed;
             _running.Add(s);
-            events.Add(new Admitted(s.Id, s.Computed, _clock.GetUtcNow() - s.QueuedAt, again));
+            events.Add(new RequestAdmitted(s.Id, s.Computed, _clock.GetUtcNow() - s.QueuedAt, again));
 
             int chunk = Math.Min(Math.Min(s.PrefillEnd - s.Computed, _options.PrefillChunk), budget);
             int before = _pool.AvailableBlocks;
@@ -345,7 +345,7 @@ public sealed class SchedulerCore
         s.Preemptions++;
         _preemptions++;
         _waiting.AddFirst(s);
-        events.Add(new Preempted(s.Id, s.Tokens.Count, freed));
+        events.Add(new RequestPreempted(s.Id, s.Tokens.Count, freed));
     }
 
     /// <summary>Releases a sequence's blocks, last first: the tail of a cached chain is evicted before its head.</summary>
@@ -464,7 +464,7 @@ public sealed class SchedulerCore
         ReleaseBlocks(s);
         s.Running = false;
         _completed++;
-        events.Add(new Finished(s.Id, decision.Reason, decision.Error, s.PromptLength, s.Generated, s.CachedPromptTokens));
+        events.Add(new RequestFinished(s.Id, decision.Reason, decision.Error, s.PromptLength, s.Generated, s.CachedPromptTokens));
         CheckDrained(events);
     }
 
@@ -472,6 +472,6 @@ public sealed class SchedulerCore
     {
         if (!_draining || _drainedSent || _byId.Count > 0) return;
         _drainedSent = true;
-        events.Add(new Drained());
+        events.Add(new SchedulerDrained());
     }
 }

@@ -248,7 +248,6 @@ public sealed class SchedulerCore
             int hitBlocks = 0;
             if (_options.PrefixCaching)
             {
-                _prefixLookups++;
                 hitBlocks = _pool.MatchPrefix(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.RoutingKey,
                     (s.Tokens.Count - 1) / _pool.BlockSize, hits, out last);
             }
@@ -276,6 +275,7 @@ public sealed class SchedulerCore
             s.PrefillEnd = s.Tokens.Count;
             s.LastScheduledStep = stepId;
             if (!again) s.CachedPromptTokens = s.Computed;
+            if (_options.PrefixCaching) _prefixLookups++;
             _prefixHitTokens += s.Computed;
             _running.Add(s);
             events.Add(new RequestAdmitted(s.Id, s.Computed, _clock.GetUtcNow() - s.QueuedAt, again));

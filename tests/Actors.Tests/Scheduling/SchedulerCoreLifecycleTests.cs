@@ -207,4 +207,20 @@ public class SchedulerCoreLifecycleTests
         Assert.Equal(PagedTokenModel.Reference(h.Prompts["a"], 150, window), h.Produced["a"]);
         Assert.Equal(0, h.Pool.UsedBlocks);
     }
+
+    [Fact]
+    public void A_long_prompt_under_a_sliding_window_gives_blocks_back_while_it_is_prefilled()
+    {
+        const int window = 32;
+        var h = new CoreHarness(Options(window) with { PrefillChunk = 16, MaxBatchTokens = 16 }, blocks: 64, blockSize: 8);
+        h.Submit("a", CoreHarness.Prompt(300, 2), reply: 5);
+        int most = 0;
+        while (h.Plan() is { } step)
+        {
+            most = Math.Max(most, h.Core.BlocksOf("a")!.Count); // at its peak: the window behind plus this chunk
+            h.Complete(step);
+        }
+        Assert.True(most <= 7, $"held up to {most} blocks of a 300-token prompt (38 without the window)");
+        Assert.Equal(PagedTokenModel.Reference(h.Prompts["a"], 5, window), h.Produced["a"]);
+    }
 }

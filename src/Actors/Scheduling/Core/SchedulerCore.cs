@@ -403,6 +403,7 @@ public sealed class SchedulerCore
             s.Computed = seg.ContextLength;
             if (seg.IsPrefill) _promptComputed += seg.Tokens.Length;
             RegisterFullBlocks(s);
+            FreeOutsideWindow(s);
             if (s.PendingFinish is { } pending)
             {
                 Finish(s, pending, events);
@@ -416,11 +417,7 @@ public sealed class SchedulerCore
             events.Add(new TokenProduced(s.Id, token, s.Generated - 1));
             if (o.Finish is { } f) Finish(s, f, events);
             else if (s.Generated >= s.TokenLimit) Finish(s, new FinishDecision(FinishReason.Length), events);
-            else
-            {
-                (s.NextExperts, s.NextExpertsExact) = (o.NextExperts, o.NextExpertsExact);
-                FreeOutsideWindow(s);
-            }
+            else (s.NextExperts, s.NextExpertsExact) = (o.NextExperts, o.NextExpertsExact);
         }
         Expire(events);
         CheckDrained(events);
@@ -441,8 +438,8 @@ public sealed class SchedulerCore
         s.HashedBlocks = Math.Max(s.HashedBlocks, full);
     }
 
-    /// <summary>Sliding window: the next token attends to positions Computed-window+1..Computed; blocks wholly before
-    /// that are given back.</summary>
+    /// <summary>Sliding window: the next token to run (a decode token, or the first of the next prefill chunk) sits at
+    /// position Computed and attends to Computed-window+1..Computed; blocks wholly before that are given back.</summary>
     private void FreeOutsideWindow(CoreSequence s)
     {
         if (_options.SlidingWindow is not { } w) return;

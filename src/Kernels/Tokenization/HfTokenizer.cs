@@ -16,7 +16,7 @@ namespace MoeServer.Kernels.Tokenization;
 /// ByteLevel without regex, as Qwen2 uses), normalizer null or NFC, both merges forms ("a b" and
 /// ["a","b"]). Encode adds no bos/eos (no post-processing): chat templates put them in the text.
 /// </remarks>
-public sealed class HfTokenizer
+public sealed class HfTokenizer : ITokenizer
 {
     /// <summary>File name of the tokenizer definition.</summary>
     public const string TokenizerFileName = "tokenizer.json";
@@ -34,10 +34,12 @@ public sealed class HfTokenizer
     private readonly bool _nfc;
     private readonly bool _ignoreMerges;
     private readonly Regex _preTokenizer;
+    private readonly BpeMerger _longPieces;
 
     private HfTokenizer(
         BpeTokenizer bpe,
         Dictionary<string, int> vocab,
+        IReadOnlyList<string> merges,
         List<AddedToken> added,
         Regex preTokenizer,
         bool addPrefixSpace,
@@ -46,6 +48,7 @@ public sealed class HfTokenizer
     {
         _bpe = bpe;
         _vocab = vocab;
+        _longPieces = new BpeMerger(vocab, merges);
         _preTokenizer = preTokenizer;
         _addPrefixSpace = addPrefixSpace;
         _nfc = nfc;
@@ -102,6 +105,9 @@ public sealed class HfTokenizer
 
     /// <summary>The eos token id, if tokenizer_config.json names one that is in the vocabulary.</summary>
     public int? EosId => EosToken is null ? null : TokenToId(EosToken);
+
+    /// <summary>False: HF chat templates and prompts carry bos in their text.</summary>
+    public bool AddBosToken => false;
 
     /// <summary>Loads <c>tokenizer.json</c> (required) and <c>tokenizer_config.json</c> (optional) from a directory.</summary>
     /// <exception cref="FileNotFoundException">tokenizer.json is missing (the message names the path).</exception>
@@ -254,7 +260,7 @@ public sealed class HfTokenizer
     }
 
     /// <summary>Appends the bytes one id decodes to (nothing for unknown ids or skipped specials).</summary>
-    internal void AppendTokenBytes(int id, bool skipSpecialTokens, List<byte> output)
+    public void AppendTokenBytes(int id, bool skipSpecialTokens, List<byte> output)
     {
         if ((uint)id >= (uint)_idToToken.Length)
         {
@@ -311,7 +317,7 @@ public sealed class HfTokenizer
             text = " " + text;
         }
 
-        if (!_ignoreMerges)
+        if (!_ignoreMerges && !HasLongPiece(text))
         {
             ids.AddRange(_bpe.EncodeToIds(text, considerPreTokenization: true, considerNormalization: false));
             return;
@@ -320,15 +326,37 @@ public sealed class HfTokenizer
         foreach (ValueMatch m in _preTokenizer.EnumerateMatches(text))
         {
             string piece = text.Substring(m.Index, m.Length);
-            if (_vocab.TryGetValue(ByteLevel.Encode(piece), out int whole))
+            if (_ignoreMerges && _vocab.TryGetValue(ByteLevel.Encode(piece), out int whole))
             {
                 ids.Add(whole);
+            }
+            else if (piece.Length > BpeMerger.LongPiece)
+            {
+                _longPieces.Encode(ByteLevel.Encode(piece), ids); // linear-ish where Microsoft.ML.Tokenizers is quadratic
             }
             else
             {
                 ids.AddRange(_bpe.EncodeToIds(piece, considerPreTokenization: false, considerNormalization: false));
             }
         }
+    }
+
+    private bool HasLongPiece(string text)
+    {
+        if (text.Length <= BpeMerger.LongPiece)
+        {
+            return false;
+        }
+
+        foreach (ValueMatch m in _preTokenizer.EnumerateMatches(text))
+        {
+            if (m.Length > BpeMerger.LongPiece)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>A token setting of tokenizer_config.json: a plain string or an AddedToken object's content.</summary>
@@ -458,7 +486,7 @@ public sealed class HfTokenizer
             throw new InvalidDataException($"{source}: the BPE model could not be built: {ex.Message}", ex);
         }
 
-        return new HfTokenizer(bpe, vocab, added, regex, addPrefixSpace, nfc, ignoreMerges);
+        return new HfTokenizer(bpe, vocab, merges, added, regex, addPrefixSpace, nfc, ignoreMerges);
     }
 
     private static string ReadMerge(JsonElement m, int index, string source)

@@ -80,7 +80,7 @@ public static unsafe class QuantGemv
     internal static int ChunksPerWorker { get; set; } = 4;
 
     /// <summary>
-    /// At M = 1 on the vector paths, Q8_0, Q4_K and Q6_K rows are dotted straight from their blocks (no unpack pass), the
+    /// At M = 1 on the vector paths, rows of every block type are dotted straight from their blocks (no unpack pass), the
     /// way llama.cpp's vec_dot does; false forces the unpack-then-dot kernels (tests, A/B measurement).
     /// </summary>
     internal static bool DirectDots { get; set; } = true;
@@ -450,14 +450,70 @@ public static unsafe class QuantGemv
 
     // ---------------------------------------------------------------- dot products
 
-    private static bool HasDirect(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q6_K;
+    private static bool HasDirect(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K
+        or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1;
 
     private static float Direct(GgmlType type, byte* row, ref ActView a, int k) => type switch
     {
         GgmlType.Q8_0 => DirectQ8_0(row, a.Q, a.D, k / 32),
-        GgmlType.Q4_K => DirectQ4K(row, a.Q, a.D, a.Bsums, k / 256),
-        _ => DirectQ6K(row, a.Q, a.D, a.Bsums, k / 256),
+        GgmlType.Q4_K => DirectQ45K<No>(row, a.Q, a.D, a.Bsums, k / 256),
+        GgmlType.Q5_K => DirectQ45K<Yes>(row, a.Q, a.D, a.Bsums, k / 256),
+        GgmlType.Q6_K => DirectQ6K(row, a.Q, a.D, a.Bsums, k / 256),
+        GgmlType.Q4_0 => DirectLegacy<No, No>(row, a.Q, a.D, a.Sum, k / 32),
+        GgmlType.Q4_1 => DirectLegacy<No, Yes>(row, a.Q, a.D, a.Sum, k / 32),
+        GgmlType.Q5_0 => DirectLegacy<Yes, No>(row, a.Q, a.D, a.Sum, k / 32),
+        _ => DirectLegacy<Yes, Yes>(row, a.Q, a.D, a.Sum, k / 32),
     };
+
+    /// <summary>
+    /// Q4_0/Q4_1/Q5_0/Q5_1 row · Q8 activation row straight from the blocks: levels u (nibbles, plus the fifth bits),
+    /// Σ u·q by maddubs/madd, and the offset (−8d, −16d or the min m) times Σq from the activation block.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float DirectLegacy<TFive, TMin>(byte* row, sbyte* q, float* dx, int* sx, int nb)
+        where TFive : struct, IFlag
+        where TMin : struct, IFlag
+    {
+        int bs = typeof(TFive) == typeof(Yes) ? (typeof(TMin) == typeof(Yes) ? 24 : 22) : (typeof(TMin) == typeof(Yes) ? 20 : 18);
+        int qsOff = typeof(TMin) == typeof(Yes) ? 4 : 2;
+        int qhOff = qsOff;
+        if (typeof(TFive) == typeof(Yes))
+        {
+            qsOff += 4;
+        }
+
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+        Vector256<short> ones = Vector256.Create((short)1);
+        Vector256<byte> spreadIdx = Vector256.Create(0x0000000000000000UL, 0x0101010101010101UL, 0x0202020202020202UL, 0x0303030303030303UL).AsByte();
+        Vector256<byte> bit = Vector256.Create(0x8040201008040201UL).AsByte();
+        float corr = 0;
+        for (int b = 0; b < nb; b++)
+        {
+            byte* blk = row + (b * bs);
+            Vector128<byte> v = Vector128.Load(blk + qsOff);
+            Vector256<byte> u = Vector256.Create(v & low4, Sse2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low4);
+            if (typeof(TFive) == typeof(Yes))
+            {
+                Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(*(uint*)(blk + qhOff)).AsByte(), spreadIdx);
+                u |= Vector256.Equals(spread & bit, bit) & Vector256.Create((byte)0x10);
+            }
+
+            Vector256<int> p = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, Avx.LoadVector256(q + (32 * b))), ones);
+            float d = H(blk) * dx[b];
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(d), acc);
+            if (typeof(TMin) == typeof(Yes))
+            {
+                corr += H(blk + 2) * dx[b] * sx[b];
+            }
+            else
+            {
+                corr += (typeof(TFive) == typeof(Yes) ? -16 : -8) * d * sx[b];
+            }
+        }
+
+        return Vector256.Sum(acc) + corr;
+    }
 
     /// <summary>Q6_K row · Q8_K activation row straight from the 210-byte super-blocks (levels 0..63, −32 as a min term).</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
@@ -529,23 +585,27 @@ public static unsafe class QuantGemv
         return Vector256.Sum(acc0 + acc1);
     }
 
-    /// <summary>Q4_K row · Q8_K activation row straight from the 144-byte super-blocks.</summary>
+    /// <summary>Q4_K (144-byte) or Q5_K (176-byte) row · Q8_K activation row straight from the super-blocks.</summary>
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static float DirectQ4K(byte* row, sbyte* q, float* dx, short* bs, int nsb)
+    private static float DirectQ45K<TFive>(byte* row, sbyte* q, float* dx, short* bs, int nsb)
+        where TFive : struct, IFlag
     {
+        int bsz = typeof(TFive) == typeof(Yes) ? 176 : 144;
+        Vector256<byte> one = Vector256.Create((byte)1);
         Vector256<float> acc = Vector256<float>.Zero;
         Vector256<byte> low4 = Vector256.Create((byte)0x0F);
         const uint kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
         for (int sb = 0; sb < nsb; sb++)
         {
-            byte* blk = row + (144 * sb);
+            byte* blk = row + (bsz * sb);
             byte* sc = blk + 4;
             uint u0 = *(uint*)sc, u1 = *(uint*)(sc + 4), u2 = *(uint*)(sc + 8);
             ulong scales8 = (u0 & kmask1) | ((ulong)((u2 & kmask2) | (((u0 >> 6) & kmask3) << 4)) << 32);
             ulong mins8 = (u1 & kmask1) | ((ulong)(((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4)) << 32);
             Vector128<short> m8 = Vector128.WidenLower(Vector128.CreateScalar(mins8).AsByte()).AsInt16();
             Vector256<int> mins = Avx2.MultiplyAddAdjacent(Vector256.Create(Sse2.UnpackLow(m8, m8), Sse2.UnpackHigh(m8, m8)), Avx.LoadVector256(bs + (16 * sb)));
-            byte* qs = blk + 16;
+            byte* qs = blk + (typeof(TFive) == typeof(Yes) ? 48 : 16);
+            Vector256<ushort> hv = typeof(TFive) == typeof(Yes) ? Avx.LoadVector256(blk + 16).AsUInt16() : Vector256<ushort>.Zero;
             sbyte* qq = q + (256 * sb);
             Vector256<int> i0 = Vector256<int>.Zero, i1 = Vector256<int>.Zero;
             for (int c = 0; c < 4; c++)
@@ -553,6 +613,15 @@ public static unsafe class QuantGemv
                 Vector256<byte> v = Avx.LoadVector256(qs + (32 * c));
                 Vector256<byte> lo = v & low4;
                 Vector256<byte> hi = Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low4;
+                if (typeof(TFive) == typeof(Yes))
+                {
+                    // Bit 2c of qh[l] is bit 4 of sub-block 2c's element l, bit 2c + 1 of sub-block 2c + 1's.
+                    // hv is shifted right by 2 per step (16-bit lanes: a byte's bit 0 still comes from its own bit 2c).
+                    lo |= Avx2.ShiftLeftLogical((hv.AsByte() & one).AsUInt16(), 4).AsByte();
+                    hi |= Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(hv, 1).AsByte() & one).AsUInt16(), 4).AsByte();
+                    hv = Avx2.ShiftRightLogical(hv, 2);
+                }
+
                 Vector256<short> plo = Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(qq + (64 * c)));
                 Vector256<short> phi = Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(qq + (64 * c) + 32));
                 i0 = Avx2.Add(i0, Avx2.MultiplyAddAdjacent(plo, Vector256.Create((short)((scales8 >> (16 * c)) & 0xFF))));

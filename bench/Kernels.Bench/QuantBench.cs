@@ -29,6 +29,7 @@ internal static unsafe partial class Program
         }
 
         var total = Stopwatch.StartNew();
+        string loadBefore = LoadAverage();
         double read = double.NaN;
         var reads = new List<double>();
         for (int attempt = 0; attempt < 3; attempt++)
@@ -59,6 +60,7 @@ internal static unsafe partial class Program
         Line($"| QuantGemv path | {QuantGemv.HardwarePath} |");
         Line($"| Bf16Gemv path | {Bf16Gemv.HardwarePath} |");
         Line($"| Read bandwidth, all threads, 1 GiB huge-page buffer (MachineLimits) | {readNote} |");
+        Line($"| Load average at start (/proc/loadavg: 1, 5, 15 min) | {loadBefore} |");
         Line(string.Empty);
         Line($"Shapes are the `bench` preset's expert matrices (W [N x K], y = x·Wᵀ). Each matrix is copied over a {QuantWorkingSetBytes / 1e6:F0} MB");
         Line("huge-page working set and the copies are cycled, so the weights come from DRAM. GB/s counts weight bytes only");
@@ -152,11 +154,23 @@ internal static unsafe partial class Program
         Line(s_contended == 0
             ? "Every figure comes from passes during which other processes used < 5% of the CPUs."
             : $"{s_contended} figure(s) had no pass free of other processes' CPU use (> 5%); they are best-of-contended.");
-        Line($"Total bench time {total.Elapsed.TotalSeconds:F1} s.");
+        Line($"Load average at the end: {LoadAverage()}. Total bench time {total.Elapsed.TotalSeconds:F1} s.");
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(outPath))!);
         File.WriteAllText(outPath, md.ToString());
         Console.WriteLine($"wrote {outPath}");
         return 0;
+    }
+
+    private static string LoadAverage()
+    {
+        try
+        {
+            return string.Join(", ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+        }
+        catch (IOException)
+        {
+            return "unknown";
+        }
     }
 
     private static string ReadCpuModelLine()

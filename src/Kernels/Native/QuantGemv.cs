@@ -79,6 +79,12 @@ public static unsafe class QuantGemv
     /// <summary>Tasks per worker the rows are cut into.</summary>
     internal static int ChunksPerWorker { get; set; } = 4;
 
+    /// <summary>
+    /// At M = 1 on the vector paths, rows of every block type are dotted straight from their blocks (no unpack pass), the
+    /// way llama.cpp's vec_dot does; false forces the unpack-then-dot kernels (tests, A/B measurement).
+    /// </summary>
+    internal static bool DirectDots { get; set; } = true;
+
     /// <summary>Test hook: force a path for calls made on this thread (<see cref="QuantPath.Auto"/> = by hardware).</summary>
     [ThreadStatic]
     internal static QuantPath ForcedPath;
@@ -290,6 +296,27 @@ public static unsafe class QuantGemv
 
         byte* ub = (byte*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buf)) + 63) & ~(nint)63);
         int m = job.M;
+        if (m == 1 && DirectDots && job.Path != QuantPath.Scalar && HasDirect(job.Type0) && (!job.Silu || HasDirect(job.Type1)))
+        {
+            for (int r = r0; r < r1; r++)
+            {
+                float s0 = Direct(job.Type0, job.W0 + (r * job.RowBytes0), ref job.A0, job.K);
+                float* dst = job.Y + r;
+                if (!job.Silu)
+                {
+                    float s = job.Alpha * s0;
+                    *dst = job.Accumulate ? *dst + s : s;
+                }
+                else
+                {
+                    float s1 = Direct(job.Type1, job.W1 + (r * job.RowBytes1), ref job.A1, job.K);
+                    *dst = s0 / (1f + MathF.Exp(-s0)) * s1;
+                }
+            }
+
+            return;
+        }
+
         float* g = stackalloc float[Math.Min(m, 64)];
         float[]? gHeap = m > 64 ? new float[m] : null;
         for (int r = r0; r < r1; r++)
@@ -422,6 +449,191 @@ public static unsafe class QuantGemv
     }
 
     // ---------------------------------------------------------------- dot products
+
+    private static bool HasDirect(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K
+        or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1;
+
+    private static float Direct(GgmlType type, byte* row, ref ActView a, int k) => type switch
+    {
+        GgmlType.Q8_0 => DirectQ8_0(row, a.Q, a.D, k / 32),
+        GgmlType.Q4_K => DirectQ45K<No>(row, a.Q, a.D, a.Bsums, k / 256),
+        GgmlType.Q5_K => DirectQ45K<Yes>(row, a.Q, a.D, a.Bsums, k / 256),
+        GgmlType.Q6_K => DirectQ6K(row, a.Q, a.D, a.Bsums, k / 256),
+        GgmlType.Q4_0 => DirectLegacy<No, No>(row, a.Q, a.D, a.Sum, k / 32),
+        GgmlType.Q4_1 => DirectLegacy<No, Yes>(row, a.Q, a.D, a.Sum, k / 32),
+        GgmlType.Q5_0 => DirectLegacy<Yes, No>(row, a.Q, a.D, a.Sum, k / 32),
+        _ => DirectLegacy<Yes, Yes>(row, a.Q, a.D, a.Sum, k / 32),
+    };
+
+    /// <summary>
+    /// Q4_0/Q4_1/Q5_0/Q5_1 row · Q8 activation row straight from the blocks: levels u (nibbles, plus the fifth bits),
+    /// Σ u·q by maddubs/madd, and the offset (−8d, −16d or the min m) times Σq from the activation block.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float DirectLegacy<TFive, TMin>(byte* row, sbyte* q, float* dx, int* sx, int nb)
+        where TFive : struct, IFlag
+        where TMin : struct, IFlag
+    {
+        int bs = typeof(TFive) == typeof(Yes) ? (typeof(TMin) == typeof(Yes) ? 24 : 22) : (typeof(TMin) == typeof(Yes) ? 20 : 18);
+        int qsOff = typeof(TMin) == typeof(Yes) ? 4 : 2;
+        int qhOff = qsOff;
+        if (typeof(TFive) == typeof(Yes))
+        {
+            qsOff += 4;
+        }
+
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector128<byte> low4 = Vector128.Create((byte)0x0F);
+        Vector256<short> ones = Vector256.Create((short)1);
+        Vector256<byte> spreadIdx = Vector256.Create(0x0000000000000000UL, 0x0101010101010101UL, 0x0202020202020202UL, 0x0303030303030303UL).AsByte();
+        Vector256<byte> bit = Vector256.Create(0x8040201008040201UL).AsByte();
+        float corr = 0;
+        for (int b = 0; b < nb; b++)
+        {
+            byte* blk = row + (b * bs);
+            Vector128<byte> v = Vector128.Load(blk + qsOff);
+            Vector256<byte> u = Vector256.Create(v & low4, Sse2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low4);
+            if (typeof(TFive) == typeof(Yes))
+            {
+                Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(*(uint*)(blk + qhOff)).AsByte(), spreadIdx);
+                u |= Vector256.Equals(spread & bit, bit) & Vector256.Create((byte)0x10);
+            }
+
+            Vector256<int> p = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, Avx.LoadVector256(q + (32 * b))), ones);
+            float d = H(blk) * dx[b];
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(d), acc);
+            if (typeof(TMin) == typeof(Yes))
+            {
+                corr += H(blk + 2) * dx[b] * sx[b];
+            }
+            else
+            {
+                corr += (typeof(TFive) == typeof(Yes) ? -16 : -8) * d * sx[b];
+            }
+        }
+
+        return Vector256.Sum(acc) + corr;
+    }
+
+    /// <summary>Q6_K row · Q8_K activation row straight from the 210-byte super-blocks (levels 0..63, −32 as a min term).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float DirectQ6K(byte* row, sbyte* q, float* dx, short* bs, int nsb)
+    {
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector256<byte> low4 = Vector256.Create((byte)0x0F), three = Vector256.Create((byte)3);
+        for (int sb = 0; sb < nsb; sb++)
+        {
+            byte* blk = row + (210 * sb);
+            sbyte* sc = (sbyte*)(blk + 192);
+            sbyte* qq = q + (256 * sb);
+            Vector256<int> i0 = Vector256<int>.Zero, i1 = Vector256<int>.Zero;
+            for (int h = 0; h < 2; h++)
+            {
+                Vector256<byte> l0 = Avx.LoadVector256(blk + (64 * h)), l1 = Avx.LoadVector256(blk + (64 * h) + 32);
+                Vector256<ushort> hv = Avx.LoadVector256(blk + 128 + (32 * h)).AsUInt16();
+                Vector256<byte> u0 = (l0 & low4) | Avx2.ShiftLeftLogical((hv.AsByte() & three).AsUInt16(), 4).AsByte();
+                Vector256<byte> u1 = (l1 & low4) | Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(hv, 2).AsByte() & three).AsUInt16(), 4).AsByte();
+                Vector256<byte> u2 = (Avx2.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(hv, 4).AsByte() & three).AsUInt16(), 4).AsByte();
+                Vector256<byte> u3 = (Avx2.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(hv, 6).AsByte() & three).AsUInt16(), 4).AsByte();
+                sbyte* s8 = sc + (8 * h);
+                sbyte* qh = qq + (128 * h);
+                i0 = Avx2.Add(i0, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u0, Avx.LoadVector256(qh)), Pair(s8[0], s8[1])));
+                i1 = Avx2.Add(i1, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u1, Avx.LoadVector256(qh + 32)), Pair(s8[2], s8[3])));
+                i0 = Avx2.Add(i0, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u2, Avx.LoadVector256(qh + 64)), Pair(s8[4], s8[5])));
+                i1 = Avx2.Add(i1, Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u3, Avx.LoadVector256(qh + 96)), Pair(s8[6], s8[7])));
+            }
+
+            Vector256<int> mins = Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(sc)), Avx.LoadVector256(bs + (16 * sb)));
+            float d = H(blk + 208) * dx[sb];
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.Add(i0, i1)), Vector256.Create(d), acc);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(mins), Vector256.Create(-32 * d), acc);
+        }
+
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>Scales for one group of 32: the first 16 lanes' (8 maddubs pairs) scale a, the next b.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Pair(sbyte a, sbyte b) => Vector256.Create(Vector128.Create((short)a), Vector128.Create((short)b));
+
+    /// <summary>Q8_0 row · Q8 activation row straight from the 34-byte blocks (sign trick, maddubs/madd, FMA).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float DirectQ8_0(byte* row, sbyte* q, float* dx, int nb)
+    {
+        Vector256<float> acc0 = Vector256<float>.Zero, acc1 = Vector256<float>.Zero;
+        Vector256<short> ones = Vector256.Create((short)1);
+        int b = 0;
+        for (; b + 2 <= nb; b += 2)
+        {
+            byte* b0 = row + (34 * b);
+            Vector256<sbyte> w0 = Avx.LoadVector256((sbyte*)(b0 + 2)), w1 = Avx.LoadVector256((sbyte*)(b0 + 36));
+            Vector256<sbyte> q0 = Avx.LoadVector256(q + (32 * b)), q1 = Avx.LoadVector256(q + (32 * b) + 32);
+            Vector256<int> p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(w0), Avx2.Sign(q0, w0)), ones);
+            Vector256<int> p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(w1), Avx2.Sign(q1, w1)), ones);
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(H(b0) * dx[b]), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Vector256.Create(H(b0 + 34) * dx[b + 1]), acc1);
+        }
+
+        for (; b < nb; b++)
+        {
+            byte* b0 = row + (34 * b);
+            Vector256<sbyte> w0 = Avx.LoadVector256((sbyte*)(b0 + 2));
+            Vector256<int> p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(w0), Avx2.Sign(Avx.LoadVector256(q + (32 * b)), w0)), ones);
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(H(b0) * dx[b]), acc0);
+        }
+
+        return Vector256.Sum(acc0 + acc1);
+    }
+
+    /// <summary>Q4_K (144-byte) or Q5_K (176-byte) row · Q8_K activation row straight from the super-blocks.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float DirectQ45K<TFive>(byte* row, sbyte* q, float* dx, short* bs, int nsb)
+        where TFive : struct, IFlag
+    {
+        int bsz = typeof(TFive) == typeof(Yes) ? 176 : 144;
+        Vector256<byte> one = Vector256.Create((byte)1);
+        Vector256<float> acc = Vector256<float>.Zero;
+        Vector256<byte> low4 = Vector256.Create((byte)0x0F);
+        const uint kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+        for (int sb = 0; sb < nsb; sb++)
+        {
+            byte* blk = row + (bsz * sb);
+            byte* sc = blk + 4;
+            uint u0 = *(uint*)sc, u1 = *(uint*)(sc + 4), u2 = *(uint*)(sc + 8);
+            ulong scales8 = (u0 & kmask1) | ((ulong)((u2 & kmask2) | (((u0 >> 6) & kmask3) << 4)) << 32);
+            ulong mins8 = (u1 & kmask1) | ((ulong)(((u2 >> 4) & kmask2) | (((u1 >> 6) & kmask3) << 4)) << 32);
+            Vector128<short> m8 = Vector128.WidenLower(Vector128.CreateScalar(mins8).AsByte()).AsInt16();
+            Vector256<int> mins = Avx2.MultiplyAddAdjacent(Vector256.Create(Sse2.UnpackLow(m8, m8), Sse2.UnpackHigh(m8, m8)), Avx.LoadVector256(bs + (16 * sb)));
+            byte* qs = blk + (typeof(TFive) == typeof(Yes) ? 48 : 16);
+            Vector256<ushort> hv = typeof(TFive) == typeof(Yes) ? Avx.LoadVector256(blk + 16).AsUInt16() : Vector256<ushort>.Zero;
+            sbyte* qq = q + (256 * sb);
+            Vector256<int> i0 = Vector256<int>.Zero, i1 = Vector256<int>.Zero;
+            for (int c = 0; c < 4; c++)
+            {
+                Vector256<byte> v = Avx.LoadVector256(qs + (32 * c));
+                Vector256<byte> lo = v & low4;
+                Vector256<byte> hi = Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low4;
+                if (typeof(TFive) == typeof(Yes))
+                {
+                    // Bit 2c of qh[l] is bit 4 of sub-block 2c's element l, bit 2c + 1 of sub-block 2c + 1's.
+                    // hv is shifted right by 2 per step (16-bit lanes: a byte's bit 0 still comes from its own bit 2c).
+                    lo |= Avx2.ShiftLeftLogical((hv.AsByte() & one).AsUInt16(), 4).AsByte();
+                    hi |= Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(hv, 1).AsByte() & one).AsUInt16(), 4).AsByte();
+                    hv = Avx2.ShiftRightLogical(hv, 2);
+                }
+
+                Vector256<short> plo = Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(qq + (64 * c)));
+                Vector256<short> phi = Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(qq + (64 * c) + 32));
+                i0 = Avx2.Add(i0, Avx2.MultiplyAddAdjacent(plo, Vector256.Create((short)((scales8 >> (16 * c)) & 0xFF))));
+                i1 = Avx2.Add(i1, Avx2.MultiplyAddAdjacent(phi, Vector256.Create((short)((scales8 >> ((16 * c) + 8)) & 0xFF))));
+            }
+
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.Add(i0, i1)), Vector256.Create(H(blk) * dx[sb]), acc);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(mins), Vector256.Create(-H(blk + 2) * dx[sb]), acc);
+        }
+
+        return Vector256.Sum(acc);
+    }
 
     private static float LegacyScalar(byte* u, float* dw, float* cw, sbyte* q, float* dx, int* sx, int nb, bool signedW)
     {

@@ -191,7 +191,13 @@ public class QuantGemvTests
     public unsafe void SiluGateUp_MatchesTwoProducts(GgmlType type, QuantPath path)
     {
         if (Skip(path)) return;
-        int inter = 70, k = 512, m = 3;
+        foreach (int m in new[] { 1, 3 })
+            SiluGateUpCase(type, path, m);
+    }
+
+    private static void SiluGateUpCase(GgmlType type, QuantPath path, int m)
+    {
+        int inter = 70, k = 512;
         byte[] g = QuantFormatTests.Quantize(type, RandomRows(inter, k, 21));
         byte[] u = QuantFormatTests.Quantize(type, RandomRows(inter, k, 22));
         float[] x = RandomRows(m, k, 23);
@@ -205,6 +211,39 @@ public class QuantGemvTests
         {
             double want = yg[i] / (1 + Math.Exp(-yg[i])) * yu[i];
             Assert.True(Math.Abs(h[i] - want) <= 1e-5 * (Math.Abs(want) + 1e-3), $"{type} {path} [{i}]: {h[i]} vs {want}");
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.Q5_K)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_1)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q5_1)]
+    public void DirectDots_AgreeWithUnpackKernels(GgmlType type)
+    {
+        // M = 1 dots rows straight from their blocks; the unpack-then-dot kernels are the other implementation.
+        int n = 150, k = 1024;
+        byte[] w = QuantFormatTests.Quantize(type, RandomRows(n, k, 31));
+        float[] x = RandomRows(1, k, 32);
+        foreach (var path in Paths.Where(p => p != QuantPath.Scalar && QuantGemv.IsSupported(p)))
+        {
+            float[] direct = Run(w, type, n, k, x, 1, path);
+            QuantGemv.DirectDots = false;
+            float[] unpacked;
+            try { unpacked = Run(w, type, n, k, x, 1, path); }
+            finally { QuantGemv.DirectDots = true; }
+            double[] wd = ReferenceDequant.Row(QuantFormatTests.Name(type), w, 0, n * k);
+            for (int i = 0; i < n; i++)
+            {
+                // fp32 summation order only (the offsets −8d·Σq etc. cancel against Σu·q): bound relative to Σ|w·x|.
+                double mag = 0;
+                for (int j = 0; j < k; j++) mag += Math.Abs(wd[(i * k) + j] * x[j]);
+                Assert.True(Math.Abs(direct[i] - unpacked[i]) <= 2e-6 * mag, $"{type} {path} row {i}: direct {direct[i]}, unpacked {unpacked[i]}, Σ|w·x| {mag}");
+            }
         }
     }
 

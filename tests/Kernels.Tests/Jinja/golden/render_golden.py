@@ -198,6 +198,7 @@ CONSTRUCTS = [
     ("ws_mixed", "  {%- if true %}\n\ta\n\t{%- endif %}\n  b  {#- c -#}  d\n{{- 'e' }}\n  {% for i in [1, 2] -%}\n   {{ i }}\n  {%- endfor %}\n", {}),
     ("lstrip_after_var_and_tabs", "{{ 'x' }}  {% if true %}y{% endif %}\n\t\t{% if true %}z{% endif %}\n  {{ 'v' }} {% if true %}w{% endif %}", {}),
     ("raw_with_ws", "a\n  {% raw -%}\n  {{ x }}\n  {%- endraw %}\nb", {}),
+    ("raw_keeps_its_newline_and_lstrips_endraw", "A{% raw %}\n{{ r }} \n  {% endraw %}\nB|{% raw %}\n  x\n\t{% endraw -%}  C|  {% raw -%}  \n x {%- endraw %}D\n  {% raw %}x{% endraw %}\n  E", {}),
     ("comment_trim", "a\n{# c #}\nb\n  {#- c #}\nc\n{# multi\nline #}  \nd", {}),
     ("nested_namespace_macro", "{% set ns = namespace(out='') %}{% macro add(x) %}{{ x * 2 }}{% endmacro %}{% for i in range(3) %}{% set ns.out = ns.out ~ add(i) %}{% endfor %}{{ ns.out }}", {}),
 ]

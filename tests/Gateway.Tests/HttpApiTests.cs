@@ -315,7 +315,8 @@ public sealed class HttpApiTests(SharedServer shared) : IClassFixture<SharedServ
         Assert.True(events.Count >= 3, $"only {events.Count} events before the error");
         var error = events[^1].GetProperty("error");
         Assert.Contains("timeout", error.GetProperty("message").GetString()!, StringComparison.Ordinal);
-        Assert.Equal("server_error", error.GetProperty("type").GetString());
+        Assert.Equal("timeout_error", error.GetProperty("type").GetString()); // the client's own deadline, not a server fault
+        Assert.Equal("timeout", error.GetProperty("code").GetString());
         Assert.True(events[..^1].All(e => e.TryGetProperty("choices", out _)));
     }
 }

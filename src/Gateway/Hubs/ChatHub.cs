@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.SignalR;
 using MoeServer.Actors.Generation;
 using MoeServer.Gateway.OpenAi;
 using MoeServer.Gateway.Serving;
+using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Gateway.Hubs;
 
@@ -20,11 +21,11 @@ public sealed class ChatHub(ApiContext api) : Hub
     {
         var running = await StartAsync(() =>
         {
-            ArgumentNullException.ThrowIfNull(request);
+            if (request is null) throw OpenAiException.Invalid("request", "the request object is missing (null).");
             api.Model.CheckModel(request.Model, Field);
             int[] prompt = (request.Prompt, request.PromptTokenIds) switch
             {
-                ({ } text, null) => api.Model.Tokenizer.Encode(text),
+                ({ } text, null) => api.Model.Tokenizer.EncodePrompt(text),
                 (null, { } ids) => ids.ToArray(),
                 (null, null) => throw OpenAiException.Invalid("prompt", "prompt (or promptTokenIds) is required."),
                 _ => throw OpenAiException.Invalid("prompt", "give either prompt or promptTokenIds, not both."),
@@ -38,7 +39,7 @@ public sealed class ChatHub(ApiContext api) : Hub
     {
         var running = await StartAsync(() =>
         {
-            ArgumentNullException.ThrowIfNull(request);
+            if (request is null) throw OpenAiException.Invalid("request", "the request object is missing (null).");
             api.Model.CheckModel(request.Model, Field);
             var prompt = api.Model.EncodeChat(request.Messages, Field, true, request.Tools, request.ChatTemplateKwargs);
             return api.Planner(Field).Plan(NewId(), request, [prompt], request.MaxTokens, request.Logprobs == true, request.TopLogprobs ?? 0);

@@ -58,7 +58,7 @@ internal static class ChatCompletionsEndpoint
             if (logprobs is not null && c.Token is { } tok) logprobs[i].Content.Add(api.Model.Tokens.ChatEntry(tok));
             text[i].Append(c.Text);
             if (!c.IsFinal) continue;
-            if (c.FinishReason == FinishReason.Error) throw CompletionsEndpoint.GenerationFailed(c.Error);
+            if (c.FinishReason == FinishReason.Error) throw CompletionsEndpoint.GenerationFailed(c);
             finish[i] = CompletionsEndpoint.FinishReasonName(c.FinishReason);
             completion += c.Usage?.CompletionTokens ?? 0;
             cached.Add(i, c.Usage);
@@ -83,7 +83,7 @@ internal static class ChatCompletionsEndpoint
         {
             if (c.IsFinal && c.FinishReason == FinishReason.Error)
             {
-                await sse.WriteAsync(CompletionsEndpoint.GenerationFailed(c.Error).ToBody(), ct).ConfigureAwait(false);
+                await sse.WriteAsync(CompletionsEndpoint.GenerationFailed(c).ToBody(), ct).ConfigureAwait(false);
                 await sse.DoneAsync(ct).ConfigureAwait(false);
                 return;
             }

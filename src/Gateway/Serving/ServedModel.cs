@@ -3,6 +3,7 @@ using MoeServer.Actors.Generation;
 using MoeServer.Gateway.OpenAi;
 using MoeServer.Gateway.Options;
 using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Formats;
 using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Gateway.Serving;
@@ -15,10 +16,11 @@ public sealed class ServedModel
         Engine = engine;
         Config = engine.Config;
         Tokenizer = engine.Tokenizer;
-        Name = options.ServedModelName is { Length: > 0 } n ? n : new DirectoryInfo(modelDir).Name;
+        Name = options.ServedModelName is { Length: > 0 } n ? n : ModelSourceInfo.DisplayName(modelDir);
+        Source = ModelSourceInfo.Describe(modelDir, Config);
         try
         {
-            ChatTemplate = Kernels.Tokenization.ChatTemplate.Load(modelDir, options.ChatTemplate is { Length: > 0 } t ? t : null);
+            ChatTemplate = ModelChatTemplate.Load(modelDir, options.ChatTemplate is { Length: > 0 } t ? t : null);
         }
         catch (Exception e) when (e is ChatTemplateException or InvalidDataException or FileNotFoundException)
         {
@@ -32,6 +34,8 @@ public sealed class ServedModel
     public ModelConfig Config { get; }
     public ITokenizer Tokenizer { get; }
     public string Name { get; }
+    /// <summary>The model's source format and metadata (/v1/models).</summary>
+    public ModelSourceInfo Source { get; }
     public ChatTemplate? ChatTemplate { get; }
     /// <summary>Why there is no chat template (chat requests get this as a 400).</summary>
     public string? ChatTemplateProblem { get; }

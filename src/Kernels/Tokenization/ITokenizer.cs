@@ -60,12 +60,11 @@ public static class TokenizerExtensions
     }
 
     /// <summary>Encodes a prompt as the model's own tokenizer settings ask: bos first when
-    /// <see cref="ITokenizer.AddBosToken"/> and the text does not already start with it.</summary>
+    /// <see cref="ITokenizer.AddBosToken"/> (as llama.cpp's llama_tokenize with add_special does, even when the text
+    /// starts with a bos of its own).</summary>
     public static int[] EncodePrompt(this ITokenizer tokenizer, string text, bool parseSpecialTokens = true)
     {
         var ids = tokenizer.Encode(text, parseSpecialTokens);
-        if (tokenizer.AddBosToken && tokenizer.BosId is { } bos && (ids.Length == 0 || ids[0] != bos))
-            return [bos, .. ids];
-        return ids;
+        return tokenizer.AddBosToken && tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
     }
 }

@@ -26,7 +26,8 @@ public static class GgufWriter
         for (int i = 0; i < file.Tensors.Count; i++)
         {
             var t = file.Tensors[i];
-            long expected = t.Elements * GgufTensor.ElementSize(t.Type);
+            long expected = GgmlTypes.ByteLength((uint)t.Type, t.Ne[0], t.Elements)
+                            ?? throw new ArgumentException($"tensor {t.Name}: {GgmlTypes.Name((uint)t.Type)} rows of {t.Ne[0]} elements are not whole blocks");
             if (t.Data.LongLength != expected)
                 throw new ArgumentException($"tensor {t.Name}: {t.Data.LongLength} bytes for shape [{string.Join(", ", t.Ne)}] of {t.Type} (expected {expected})");
             WriteString(w, t.Name);

@@ -20,8 +20,6 @@ internal enum TokenKind
 
 internal readonly record struct Token(TokenKind Kind, string Value, int Line, object? Literal = null)
 {
-    public bool Is(TokenKind kind, string value) => Kind == kind && Value == value;
-
     public bool IsOp(string value) => Kind == TokenKind.Operator && Value == value;
 
     public bool IsName(string value) => Kind == TokenKind.Name && Value == value;

@@ -87,12 +87,7 @@ internal sealed class JinjaNamespace
 }
 
 /// <summary>Arguments of a call: positional then keyword.</summary>
-internal sealed record CallArgs(List<object?> Positional, List<KeyValuePair<string, object?>> Keyword)
-{
-    public static CallArgs Empty => new([], []);
-
-    public static CallArgs Of(params object?[] positional) => new([.. positional], []);
-}
+internal sealed record CallArgs(List<object?> Positional, List<KeyValuePair<string, object?>> Keyword);
 
 /// <summary>A callable value: a global function, a bound method, a macro or caller.</summary>
 internal sealed class JinjaCallable

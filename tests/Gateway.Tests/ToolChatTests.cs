@@ -2,7 +2,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.SignalR;
 using Microsoft.AspNetCore.SignalR.Client;
+using Microsoft.Extensions.DependencyInjection;
 using MoeServer.Gateway.Hubs;
 using MoeServer.Gateway.OpenAi;
 using MoeServer.Gateway.Tests.Support;
@@ -132,13 +134,35 @@ public sealed class ToolChatTests : IAsyncLifetime
         Assert.Equal(2, usage.GetProperty("completion_tokens").GetInt32());
     }
 
-    [Fact]
-    public async Task The_hub_passes_tools_and_tool_messages_to_the_template_too()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task The_hub_passes_tools_and_tool_messages_to_the_template_too(bool messagePack)
     {
-        using var tools = JsonDocument.Parse(ToolsJson);
-        await using var connection = new HubConnectionBuilder().WithUrl(new Uri(_server.BaseAddress, ChatHub.Path)).Build();
+        var builder = new HubConnectionBuilder().WithUrl(new Uri(_server.BaseAddress, ChatHub.Path));
+        if (messagePack) builder.AddMessagePackProtocol();
+        await using var connection = builder.Build();
         await connection.StartAsync();
-        using var args = JsonDocument.Parse("\"{\\\"city\\\": \\\"Paris\\\"}\"");
+
+        // Plain maps and lists (what either protocol carries), in the order of ToolsJson.
+        var tools = new List<object>
+        {
+            new Dictionary<string, object>
+            {
+                ["type"] = "function",
+                ["function"] = new Dictionary<string, object>
+                {
+                    ["name"] = "get_weather",
+                    ["description"] = "Weather «now»",
+                    ["parameters"] = new Dictionary<string, object>
+                    {
+                        ["type"] = "object",
+                        ["properties"] = new Dictionary<string, object> { ["city"] = new Dictionary<string, object> { ["type"] = "string" } },
+                        ["required"] = new List<object> { "city" },
+                    },
+                },
+            },
+        };
         var request = new ChatRequest
         {
             Messages =
@@ -147,18 +171,20 @@ public sealed class ToolChatTests : IAsyncLifetime
                 new ChatMessageDto
                 {
                     Role = "assistant",
-                    ToolCalls = [new ToolCallDto { Id = "call_1", Type = "function", Function = new ToolCallFunctionDto { Name = "get_weather", Arguments = args.RootElement } }],
+                    ToolCalls = [new ToolCallDto { Id = "call_1", Type = "function", Function = new ToolCallFunctionDto { Name = "get_weather", Arguments = "{\"city\": \"Paris\"}" } }],
                 },
                 new ChatMessageDto { Role = "tool", ToolCallId = "call_1", Content = "{\"temperature\": 21}" },
             ],
-            Tools = tools.RootElement,
-            ChatTemplateKwargs = JsonDocument.Parse("{\"enable_thinking\": false}").RootElement,
+            Tools = tools,
+            ChatTemplateKwargs = new Dictionary<string, object> { ["enable_thinking"] = false },
             MaxTokens = 2,
             Temperature = 0,
         };
         var chunks = new List<HubTokenChunk>();
         await foreach (var c in connection.StreamAsync<HubTokenChunk>("Chat", request)) chunks.Add(c);
-        int[] want = Expected([.. tools.RootElement.EnumerateArray()], new Dictionary<string, object?> { ["enable_thinking"] = false });
+        Assert.Null(chunks[^1].Error);
+        using var toolsJson = JsonDocument.Parse(ToolsJson);
+        int[] want = Expected([.. toolsJson.RootElement.EnumerateArray()], new Dictionary<string, object?> { ["enable_thinking"] = false });
         Assert.Equal(want.Length, chunks[^1].Usage!.PromptTokens);
     }
 

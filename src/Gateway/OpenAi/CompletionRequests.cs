@@ -97,6 +97,6 @@ public sealed class ToolCallDto
 public sealed class ToolCallFunctionDto
 {
     public string? Name { get; set; }
-    /// <summary>A JSON string (as OpenAI sends it) or a JSON object.</summary>
-    public JsonElement? Arguments { get; set; }
+    /// <summary>A JSON string (as OpenAI sends it) or a JSON object (a map over the hub's MessagePack protocol).</summary>
+    public object? Arguments { get; set; }
 }

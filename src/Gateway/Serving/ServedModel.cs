@@ -54,12 +54,12 @@ public sealed class ServedModel
     /// model's chat template, and tokenizes the text. Invalid messages, and templates that refuse or fail, are 400s.
     /// </summary>
     public int[] EncodeChat(IReadOnlyList<ChatMessageDto>? messages, Func<string, string> fieldName, bool addGenerationPrompt = true,
-        JsonElement? tools = null, JsonElement? templateKwargs = null)
+        object? tools = null, object? templateKwargs = null)
     {
         string field = fieldName("messages");
         List<ChatMessage> list = ChatMessages(messages, field, fieldName);
-        IReadOnlyList<JsonElement>? toolList = Tools(tools, fieldName("tools"));
-        Dictionary<string, object?>? kwargs = TemplateKwargs(templateKwargs, fieldName("chat_template_kwargs"));
+        IReadOnlyList<JsonElement>? toolList = Tools(Json(tools, fieldName("tools")), fieldName("tools"));
+        Dictionary<string, object?>? kwargs = TemplateKwargs(Json(templateKwargs, fieldName("chat_template_kwargs")), fieldName("chat_template_kwargs"));
         if (ChatTemplate is null) throw OpenAiException.Invalid(field, $"this model has no chat template ({ChatTemplateProblem}); use /v1/completions.");
         string text;
         try
@@ -114,13 +114,26 @@ public sealed class ServedModel
         return list;
     }
 
+    /// <summary>A request's free-form value as JSON (a JsonElement over HTTP and the hub's JSON protocol, maps over MessagePack).</summary>
+    private static JsonElement? Json(object? value, string field)
+    {
+        try
+        {
+            return JsonValues.ToElement(value);
+        }
+        catch (JsonException e)
+        {
+            throw OpenAiException.Invalid(field, $"{field} must be JSON values: {e.Message}");
+        }
+    }
+
     private static ChatToolCall ToolCall(ToolCallDto? c, string at)
     {
         if (c is null) throw OpenAiException.Invalid(at, $"{at} is null.");
         if (c.Type is not (null or "function")) throw OpenAiException.Invalid($"{at}.type", $"{at}.type must be \"function\"; got \"{c.Type}\".");
         if (c.Function?.Name is not { Length: > 0 } name) throw OpenAiException.Invalid($"{at}.function.name", $"{at}.function.name is required.");
         JsonElement arguments;
-        switch (c.Function.Arguments)
+        switch (Json(c.Function.Arguments, $"{at}.function.arguments"))
         {
             case null or { ValueKind: JsonValueKind.Null }:
                 arguments = JsonSerializer.SerializeToElement(new Dictionary<string, object>());

@@ -704,6 +704,11 @@ internal sealed partial class Evaluator
             case List<object?> l:
                 return l.Any(x => Py.Equals(x, item));
             case Dictionary<string, object?> d:
+                if (item is List<object?> or Dictionary<string, object?> && item is not PyTuple)
+                {
+                    throw new JinjaRuntimeError($"unhashable type: '{Py.TypeName(item)}'");
+                }
+
                 return item is string k && d.ContainsKey(k);
             case PyIterable it:
                 return it.Items.Any(x => Py.Equals(x, item));

@@ -147,7 +147,7 @@ internal sealed partial class Evaluator
                 {
                     Undefined => new PyIterable("generator", [], sized: false),
                     Dictionary<string, object?> d => new PyIterable("generator", d.Select(kv => (object?)new PyTuple([kv.Key, kv.Value])).ToList(), sized: false),
-                    _ => throw new JinjaRuntimeError($"Can only get item pairs from a mapping, not {Py.TypeName(value)}"),
+                    _ => PyIterable.Lazy(() => throw new JinjaRuntimeError($"Can only get item pairs from a mapping, not {Py.TypeName(value)}")),
                 };
             case "dictsort":
                 {
@@ -229,19 +229,22 @@ internal sealed partial class Evaluator
                     (object?[] a, _) = BindArgs(args, name, ("case_sensitive", false), ("attribute", null));
                     Func<object?, object?> key = a[1] is null ? x => x : Attribute(a[1]);
                     bool cs = Py.Truthy(a[0]);
-                    var seen = new List<object?>();
-                    var result = new List<object?>();
-                    foreach (object? item in Iterate(value))
+                    return PyIterable.Lazy(() =>
                     {
-                        object? k = Fold(key(item), cs);
-                        if (!seen.Any(s => Py.Equals(s, k)))
+                        var seen = new List<object?>();
+                        var result = new List<object?>();
+                        foreach (object? item in Iterate(value))
                         {
-                            seen.Add(k);
-                            result.Add(item);
+                            object? k = Fold(key(item), cs);
+                            if (!seen.Any(s => Py.Equals(s, k)))
+                            {
+                                seen.Add(k);
+                                result.Add(item);
+                            }
                         }
-                    }
 
-                    return new PyIterable("generator", result, sized: false);
+                        return result;
+                    });
                 }
 
             case "reverse":
@@ -341,7 +344,6 @@ internal sealed partial class Evaluator
 
             case "map":
                 {
-                    List<object?> items = Iterate(value);
                     if (args.Positional.Count == 0)
                     {
                         (object?[] a, bool[] given) = BindArgs(args, name, ("attribute", null), ("default", null));
@@ -351,11 +353,11 @@ internal sealed partial class Evaluator
                         }
 
                         Func<object?, object?> get = Attribute(a[0]);
-                        return new PyIterable("generator", items.Select(x =>
+                        return PyIterable.Lazy(() => Iterate(value).Select(x =>
                         {
                             object? v = get(x);
                             return given[1] && v is Undefined ? a[1] : v;
-                        }).ToList(), sized: false);
+                        }).ToList());
                     }
 
                     string filter = Py.Str(args.Positional[0]);
@@ -365,7 +367,7 @@ internal sealed partial class Evaluator
                     }
 
                     var rest = new CallArgs(args.Positional.Skip(1).ToList(), args.Keyword);
-                    return new PyIterable("generator", items.Select(x => Filter(filter, x, rest)).ToList(), sized: false);
+                    return PyIterable.Lazy(() => Iterate(value).Select(x => Filter(filter, x, rest)).ToList());
                 }
 
             case "select" or "reject" or "selectattr" or "rejectattr":
@@ -392,12 +394,12 @@ internal sealed partial class Evaluator
                         throw new JinjaException($"the test '{test}' (used in {name}) is not supported", 0) { Kind = JinjaErrorKind.Unsupported };
                     }
 
-                    return new PyIterable("generator", Iterate(value).Where(x =>
+                    return PyIterable.Lazy(() => Iterate(value).Where(x =>
                     {
                         object? v = get(x);
                         bool r = test is null ? Py.Truthy(v) : Test(test, v, testArgs);
                         return r == keep;
-                    }).ToList(), sized: false);
+                    }).ToList());
                 }
 
             default:

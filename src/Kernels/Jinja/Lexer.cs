@@ -20,8 +20,6 @@ internal enum TokenKind
 
 internal readonly record struct Token(TokenKind Kind, string Value, int Line, object? Literal = null)
 {
-    public bool Is(TokenKind kind, string value) => Kind == kind && Value == value;
-
     public bool IsOp(string value) => Kind == TokenKind.Operator && Value == value;
 
     public bool IsName(string value) => Kind == TokenKind.Name && Value == value;
@@ -52,6 +50,7 @@ internal sealed class Lexer
     private readonly List<Token> _tokens = [];
     private int _pos;
     private int _line = 1;
+    private int _skippedNewlineAt = -1;
 
     public Lexer(string source, bool trimBlocks = true, bool lstripBlocks = true)
     {
@@ -101,20 +100,7 @@ internal sealed class Lexer
             }
             else if (_lstripBlocks && ctl != '+' && kind is '%' or '#')
             {
-                int l = text.LastIndexOf('\n') + 1;
-                if (l > 0 || lineStarting)
-                {
-                    bool allWs = l < text.Length;
-                    for (int i = l; i < text.Length && allWs; i++)
-                    {
-                        allWs = text[i] is ' ' or '\t' or '\f' or '\v' or '\r';
-                    }
-
-                    if (allWs)
-                    {
-                        text = text[..l];
-                    }
-                }
+                text = LstripLine(text, lineStarting);
             }
 
             Emit(TokenKind.Data, text, textLine);
@@ -151,10 +137,18 @@ internal sealed class Lexer
             {
                 Emit(TokenKind.BlockBegin, "{%", tagLine);
                 int firstToken = _tokens.Count;
+                _skippedNewlineAt = -1;
                 stripNextData = LexExpression(isBlock: true, tagLine);
                 if (_tokens.Count == firstToken + 2 && _tokens[firstToken].IsName("raw"))
                 {
                     _tokens.RemoveRange(firstToken - 1, 3);
+                    if (_skippedNewlineAt >= 0)
+                    {
+                        // trim_blocks does not apply to '{% raw %}': its newline is raw content.
+                        _pos = _skippedNewlineAt;
+                        _line--;
+                    }
+
                     stripNextData = LexRaw(stripNextData, tagLine);
                 }
             }
@@ -213,6 +207,7 @@ internal sealed class Lexer
             }
 
             string text = _src[_pos..open];
+            bool lineStarting = _pos == 0 || _src[_pos - 1] == '\n';
             if (stripStart)
             {
                 text = text.TrimStart();
@@ -221,6 +216,10 @@ internal sealed class Lexer
             if (minusLeft)
             {
                 text = text.TrimEnd();
+            }
+            else if (_lstripBlocks && _src[open + 2] != '+')
+            {
+                text = LstripLine(text, lineStarting);
             }
 
             Emit(TokenKind.Data, text, _line);
@@ -232,6 +231,27 @@ internal sealed class Lexer
 
             return minusRight;
         }
+    }
+
+    /// <summary>lstrip_blocks: drops the spaces and tabs between the last line start and a block or comment tag.</summary>
+    private static string LstripLine(string text, bool lineStarting)
+    {
+        int l = text.LastIndexOf('\n') + 1;
+        if (l > 0 || lineStarting)
+        {
+            bool allWs = l < text.Length;
+            for (int i = l; i < text.Length && allWs; i++)
+            {
+                allWs = text[i] is ' ' or '\t' or '\f' or '\v' or '\r';
+            }
+
+            if (allWs)
+            {
+                return text[..l];
+            }
+        }
+
+        return text;
     }
 
     private int FindTagStart(int from)
@@ -249,12 +269,15 @@ internal sealed class Lexer
 
     private void SkipOneNewline()
     {
+        _skippedNewlineAt = -1;
         if (_pos < _src.Length && _src[_pos] == '\n')
         {
+            _skippedNewlineAt = _pos;
             Advance(_pos + 1);
         }
         else if (_pos + 1 < _src.Length && _src[_pos] == '\r' && _src[_pos + 1] == '\n')
         {
+            _skippedNewlineAt = _pos;
             Advance(_pos + 2);
         }
     }

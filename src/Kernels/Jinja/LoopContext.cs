@@ -4,6 +4,9 @@ namespace MoeServer.Kernels.Jinja;
 internal sealed class LoopContext
 {
     private readonly List<object?> _items;
+    private object? _lastChanged = NotSet;
+
+    private static readonly object NotSet = new();
 
     public LoopContext(List<object?> items) => _items = items;
 
@@ -31,7 +34,17 @@ internal sealed class LoopContext
 
             return args.Positional[Index0 % args.Positional.Count];
         }),
-        "changed" => throw new JinjaException("loop.changed() is not supported", 0) { Kind = JinjaErrorKind.Unsupported },
+        "changed" => new JinjaCallable("loop.changed", args =>
+        {
+            object? value = new PyTuple(args.Positional);
+            if (_lastChanged != NotSet && Py.Equals(_lastChanged, value))
+            {
+                return false;
+            }
+
+            _lastChanged = value;
+            return true;
+        }),
         _ => new Undefined($"'LoopContext' object has no attribute '{name}'"),
     };
 

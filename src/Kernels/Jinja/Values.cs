@@ -43,17 +43,41 @@ internal sealed class PyIterable
     public PyIterable(string kind, List<object?> items, bool sized)
     {
         Kind = kind;
-        Items = items;
+        _items = items;
         Sized = sized;
     }
 
+    private PyIterable(string error)
+    {
+        Kind = "generator";
+        _items = [];
+        _error = error;
+    }
+
+    private readonly List<object?> _items;
+    private readonly string? _error;
+
     public string Kind { get; }
 
-    public List<object?> Items { get; }
+    /// <summary>The items; a generator whose computation failed raises here, when it is consumed (as in Python).</summary>
+    public List<object?> Items => _error is null ? _items : throw new JinjaRuntimeError(_error);
 
     public bool Sized { get; }
 
     public override string ToString() => Sized ? $"{Kind}({Py.Repr(Items)})" : $"<{Kind} object>";
+
+    /// <summary>A generator over <paramref name="compute"/>'s items; an error computing them surfaces only when it is consumed.</summary>
+    public static PyIterable Lazy(Func<List<object?>> compute)
+    {
+        try
+        {
+            return new PyIterable("generator", compute(), sized: false);
+        }
+        catch (JinjaRuntimeError e)
+        {
+            return new PyIterable(e.Message);
+        }
+    }
 }
 
 /// <summary>jinja2's <c>namespace(...)</c>: the one object a template may assign attributes to.</summary>
@@ -63,12 +87,7 @@ internal sealed class JinjaNamespace
 }
 
 /// <summary>Arguments of a call: positional then keyword.</summary>
-internal sealed record CallArgs(List<object?> Positional, List<KeyValuePair<string, object?>> Keyword)
-{
-    public static CallArgs Empty => new([], []);
-
-    public static CallArgs Of(params object?[] positional) => new([.. positional], []);
-}
+internal sealed record CallArgs(List<object?> Positional, List<KeyValuePair<string, object?>> Keyword);
 
 /// <summary>A callable value: a global function, a bound method, a macro or caller.</summary>
 internal sealed class JinjaCallable

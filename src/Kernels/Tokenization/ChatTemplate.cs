@@ -134,7 +134,7 @@ public sealed class ChatTemplate
 
     /// <summary>
     /// A template chosen explicitly: a built-in name (see <see cref="BuiltInOverrides"/>) or a path to a
-    /// file holding a Jinja template of a supported family. bos/eos default to "&lt;s&gt;"/"&lt;/s&gt;".
+    /// file holding a Jinja template. bos/eos default to "&lt;s&gt;"/"&lt;/s&gt;".
     /// </summary>
     public static ChatTemplate FromOverride(string nameOrPath, string? bosToken = null, string? eosToken = null)
     {

@@ -12,9 +12,12 @@ strftime_now is pinned to NOW so outputs are reproducible. Chat cases render wit
 MoeServer's ChatTemplate passes: messages, tools (None without tools), documents (None),
 add_generation_prompt, bos_token, eos_token and the conversation's extra kwargs.
 """
+import copy
 import json
 import os
+import random
 import sys
+import warnings
 from datetime import datetime
 
 import jinja2
@@ -94,6 +97,7 @@ CONSTRUCTS = [
     ("for_loop_vars", "{% for x in 'abc' %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}{{ loop.revindex0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }};{% endfor %}", {}),
     ("loop_prev_next", "{% for x in [1, 2, 3] %}[{{ loop.previtem }}|{{ loop.nextitem }}|{{ loop.previtem is defined }}]{% endfor %}", {}),
     ("loop_cycle", "{% for x in range(5) %}{{ loop.cycle('odd', 'even') }} {% endfor %}", {}),
+    ("loop_changed", "{% for m in messages %}{% if loop.changed(m.role) %}[{{ m.role }}]{% endif %}{{ m.content }} {% endfor %}", {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "tool", "content": "c"}, {"role": "tool", "content": "d"}, {"role": "user", "content": "e"}]}),
     ("loop_filter", "{% for m in messages if m.role != 'system' %}{{ loop.index }}:{{ m.content }}{{ ',' if not loop.last }}{% endfor %}", {"messages": MSGS}),
     ("loop_nested_depth", "{% for a in [1, 2] %}{% for b in 'xy' %}{{ loop.depth }}{{ a }}{{ b }}{{ loop.index }} {% endfor %}{{ loop.depth }}|{% endfor %}", {}),
     ("loop_unpack_items", "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}", {"d": {"b": 1, "a": 2, "c": [3]}}),
@@ -198,18 +202,110 @@ CONSTRUCTS = [
     ("ws_mixed", "  {%- if true %}\n\ta\n\t{%- endif %}\n  b  {#- c -#}  d\n{{- 'e' }}\n  {% for i in [1, 2] -%}\n   {{ i }}\n  {%- endfor %}\n", {}),
     ("lstrip_after_var_and_tabs", "{{ 'x' }}  {% if true %}y{% endif %}\n\t\t{% if true %}z{% endif %}\n  {{ 'v' }} {% if true %}w{% endif %}", {}),
     ("raw_with_ws", "a\n  {% raw -%}\n  {{ x }}\n  {%- endraw %}\nb", {}),
+    ("raw_keeps_its_newline_and_lstrips_endraw", "A{% raw %}\n{{ r }} \n  {% endraw %}\nB|{% raw %}\n  x\n\t{% endraw -%}  C|  {% raw -%}  \n x {%- endraw %}D\n  {% raw %}x{% endraw %}\n  E", {}),
     ("comment_trim", "a\n{# c #}\nb\n  {#- c #}\nc\n{# multi\nline #}  \nd", {}),
     ("nested_namespace_macro", "{% set ns = namespace(out='') %}{% macro add(x) %}{{ x * 2 }}{% endmacro %}{% for i in range(3) %}{% set ns.out = ns.out ~ add(i) %}{% endfor %}{{ ns.out }}", {}),
 ]
 
 
+# Seeded random cases (differential fuzzing against jinja2, kept as goldens): expressions over mixed values, and
+# templates mixing tags, whitespace and '-'/'+' control. Cases whose jinja2 output shows a Python object address
+# (generator reprs) are left out; slices only apply to sequences (jinja2 folds constant slices at compile time).
+FUZZ_ATOMS = ["0", "1", "-2", "3", "0.5", "-1.5", "2.0", "''", "'a'", "'Ab c'", "' x '", "'a,b'", "[]", "[1, 2]", "['b', 'a']",
+              "[1, 'x', none]", "{'a': 1}", "{}", "none", "true", "false", "u", "d", "l", "s", "n", "(1, 2)"]
+FUZZ_SEQUENCES = ["l", "s", "'Ab c'", "[1, 2]", "(1, 2)", "['b', 'a']"]
+FUZZ_BIN = ["+", "-", "*", "/", "//", "%", "~", "==", "!=", "<", ">=", "in", "not in", "and", "or"]
+FUZZ_FILTERS = ["length", "first", "last", "list", "string", "upper", "lower", "trim", "join", "join(',')", "default('D')",
+                "default('D', true)", "int", "float", "abs", "reverse", "sort", "unique", "tojson", "capitalize", "title", "count",
+                "items", "select", "reject('none')", "map('string')", "replace('a', 'Z')", "indent(2)", "min", "max", "sum",
+                "dictsort", "e", "wordcount", "round", "selectattr('a')", "map(attribute='a')"]
+FUZZ_TESTS = ["defined", "undefined", "none", "string", "number", "integer", "float", "mapping", "iterable", "sequence", "true",
+              "false", "boolean", "odd", "even", "divisibleby 2", "eq 1", "in [1, 'a']", "lower", "upper", "callable", "sameas none"]
+FUZZ_METHODS = ["strip()", "split()", "split(',')", "upper()", "startswith('a')", "endswith('c')", "replace('a', 'q')", "title()",
+                "get('a')", "items()", "keys()", "values()", "count('a')", "find('b')", "lstrip()", "rstrip('x ')", "format(1)",
+                "index(1)", "isdigit()", "splitlines()"]
+FUZZ_VARS = {"d": {"a": 1, "b": [1, 2]}, "l": [3, 1, 2], "s": "héllo wörld", "n": None}
+
+
+def fuzz_expr(rng, depth):
+    r = rng.random()
+    if depth <= 0 or r < 0.25:
+        return rng.choice(FUZZ_ATOMS)
+    if r < 0.45:
+        return f"({fuzz_expr(rng, depth - 1)} {rng.choice(FUZZ_BIN)} {fuzz_expr(rng, depth - 1)})"
+    if r < 0.6:
+        return f"({fuzz_expr(rng, depth - 1)} | {rng.choice(FUZZ_FILTERS)})"
+    if r < 0.7:
+        return f"({fuzz_expr(rng, depth - 1)} is {'not ' if rng.random() < .3 else ''}{rng.choice(FUZZ_TESTS)})"
+    if r < 0.8:
+        return f"{rng.choice(FUZZ_ATOMS)}.{rng.choice(FUZZ_METHODS)}"
+    if r < 0.87:
+        idx = rng.choice(["0", "-1", "1:", ":-1", "::-1", "1:3:2"])
+        return f"{rng.choice(FUZZ_SEQUENCES)}[{idx}]"
+    if r < 0.93:
+        return f"({fuzz_expr(rng, depth - 1)} if {fuzz_expr(rng, depth - 1)} else {fuzz_expr(rng, depth - 1)})"
+    return f"(not {fuzz_expr(rng, depth - 1)})"
+
+
+FUZZ_WS = ["", " ", "  ", "\t", "\n", " \n", "\n  ", "\n\n", "  \n\t", "x", "a b", "\n y \n", "\r\n"]
+
+
+def fuzz_block(rng, depth):
+    def mod():
+        return rng.choice(["", "", "-", "+"])
+
+    def tag(body, plus=True):
+        return "{%" + mod() + " " + body + " " + rng.choice(["", "-", "+"] if plus else ["", "-"]) + "%}"
+
+    out = []
+    for _ in range(rng.randint(1, 4)):
+        r = rng.random()
+        out.append(rng.choice(FUZZ_WS))
+        if r < 0.2 and depth > 0:
+            out.append(tag("if true") + fuzz_block(rng, depth - 1) + tag(rng.choice(["else", "elif false"])) + fuzz_block(rng, depth - 1) + tag("endif"))
+        elif r < 0.35 and depth > 0:
+            out.append(tag("for i in [1, 2]") + fuzz_block(rng, depth - 1) + tag("endfor"))
+        elif r < 0.5:
+            out.append("{{" + rng.choice(["", "-"]) + " " + rng.choice(["'v'", "i", "a"]) + " " + rng.choice(["", "-"]) + "}}")
+        elif r < 0.6:
+            out.append("{#" + rng.choice(["", "-"]) + " c " + rng.choice(["", "-"]) + "#}")
+        elif r < 0.7:
+            out.append(tag("set a = 'S'"))
+        elif r < 0.75 and depth > 0:
+            out.append(tag("raw", plus=False) + rng.choice(FUZZ_WS) + "{{ r }}" + rng.choice(FUZZ_WS) + tag("endraw"))
+        elif r < 0.8 and depth > 0:
+            out.append(tag("macro m()") + fuzz_block(rng, depth - 1) + tag("endmacro") + "{{ m() }}")
+        out.append(rng.choice(FUZZ_WS))
+    return "".join(out)
+
+
+def fuzz_cases(env):
+    cases = []
+    rng = random.Random(16)
+    while len(cases) < 400:
+        template = "{{ " + fuzz_expr(rng, 3) + " }}"
+        r = render(env, template, copy.deepcopy(FUZZ_VARS))
+        if r.get("error") == "TemplateSyntaxError" or " at 0x" in r.get("output", "") + r.get("message", ""):
+            continue
+        cases.append({"name": f"fuzz/expr/{len(cases)}", "kind": "construct", "template": template, "variables": FUZZ_VARS, **r})
+    rng = random.Random(17)
+    for i in range(300):
+        template = fuzz_block(rng, 3)
+        r = render(env, template, {"i": 0})
+        cases.append({"name": f"fuzz/whitespace/{i}", "kind": "construct", "template": template, "variables": {"i": 0}, **r})
+    return cases
+
+
 def main():
+    warnings.filterwarnings("ignore", category=SyntaxWarning)  # jinja2's optimizer compiles e.g. "1[0]" and warns
     env = make_env()
     data = json.load(open(os.path.join(HERE, "conversations.json"), encoding="utf-8"))
     cases = []
     for name, template, variables in CONSTRUCTS:
         r = render(env, template, variables)
         cases.append({"name": "construct/" + name, "kind": "construct", "template": template, "variables": variables, **r})
+
+    cases.extend(fuzz_cases(env))
 
     convs = data["conversations"]
     for tfile, conv_names in data["families"].items():

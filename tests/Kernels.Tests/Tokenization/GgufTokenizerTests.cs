@@ -118,6 +118,30 @@ public sealed class GgufTokenizerTests : IDisposable
     }
 
     [Fact]
+    public void User_defined_tokens_are_always_split_out_and_control_tokens_only_when_asked()
+    {
+        var file = GgufExporter.Build(GgufModelTests.HfCheckpoint(ModelArchitecture.Qwen2Moe), GgmlType.F32);
+        var tokens = (string[])file.Get("tokenizer.ggml.tokens")!.Value;
+        var types = ((int[])file.Get("tokenizer.ggml.token_type")!.Value).ToArray();
+        tokens[400] = "<tool>";
+        types[400] = (int)GgufTokenType.UserDefined;
+        file.Set("tokenizer.ggml.tokens", GgufValue.Strings(tokens));
+        file.Set("tokenizer.ggml.token_type", GgufValue.Int32s(types));
+        string path = Path.Combine(_dir, "user-defined.gguf");
+        GgufWriter.Write(path, file);
+        var tok = ModelTokenizer.Load(path);
+        int control = Enumerable.Range(0, tok.VocabSize).First(tok.IsSpecial);
+        string text = $"call <tool> now{tok.IdToToken(control)}";
+        var plain = tok.Encode(text, parseSpecialTokens: false);
+        Assert.Contains(400, plain);
+        Assert.DoesNotContain(control, plain);
+        Assert.Contains(control, tok.Encode(text));
+        Assert.False(tok.IsSpecial(400));
+        Assert.Equal(text, tok.Decode(plain));
+        Assert.Equal("call <tool> now", tok.Decode(tok.Encode(text), skipSpecialTokens: true));
+    }
+
+    [Fact]
     public void An_unknown_pre_tokenizer_or_model_is_a_clear_error()
     {
         string hf = GgufModelTests.HfCheckpoint(ModelArchitecture.Qwen2Moe);

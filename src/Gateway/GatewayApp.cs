@@ -28,6 +28,8 @@ public static class GatewayApp
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         (logging ?? ConsoleLogging.Configure)(builder.Logging);
+        // Hub-method failures are logged by HubFailureLogging (refusals are not errors); see there.
+        builder.Logging.AddFilter(Hubs.HubFailureLogging.DispatcherCategory, LogLevel.Critical);
         var recentLogs = new RecentLogs();
         builder.Logging.AddProvider(recentLogs);
         var opsOptions = Ops.OpsOptions.FromConfig(settings.Hocon);
@@ -59,6 +61,7 @@ public static class GatewayApp
             {
                 o.MaximumReceiveMessageSize = options.MaxRequestBodyBytes;
                 o.EnableDetailedErrors = false; // HubException messages still reach the client
+                o.AddFilter<HubFailureLogging>();
             }).AddMessagePackProtocol();
         }
         AddTracing(builder.Services, options, settings);

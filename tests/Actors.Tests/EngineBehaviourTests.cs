@@ -210,6 +210,7 @@ public class EngineBehaviourTests
         var elapsed = sw.Elapsed;
         Assert.Equal(FinishReason.Error, final.FinishReason);
         Assert.Contains("timeout", final.Error);
+        Assert.True(final.DeadlineExceeded, "the final chunk of a deadline's end must say so (the API answers 408)");
         Assert.InRange(ids.Count, 0, 3999);
         Assert.True(elapsed < TimeSpan.FromSeconds(10), $"the request ran {elapsed.TotalSeconds:F1} s");
 
@@ -217,6 +218,7 @@ public class EngineBehaviourTests
         var (_, unreadFinal) = await ReadAsync(unread);
         Assert.Equal(FinishReason.Error, unreadFinal.FinishReason);
         Assert.Contains("timeout", unreadFinal.Error);
+        Assert.True(unreadFinal.DeadlineExceeded);
         AssertIdle(await engine.GetStatsAsync());
     }
 

@@ -9,7 +9,7 @@ namespace MoeServer.Actors.Generation;
 public sealed class EngineGauges
 {
     private readonly long[] _routedTokens;
-    private int _running, _waiting;
+    private int _running, _waiting, _generationActors, _openStreams;
     private long _kvReserved, _kvAllocated;
 
     public EngineGauges(int numLayers, int numExperts, long kvBudgetBytes)
@@ -36,6 +36,22 @@ public sealed class EngineGauges
     public long KvReservedBytes => Volatile.Read(ref _kvReserved);
     /// <summary>KV-cache bytes the running sequences' caches hold now.</summary>
     public long KvAllocatedBytes => Volatile.Read(ref _kvAllocated);
+
+    /// <summary>Generation actors alive: one per request from its submission until it stopped (its final chunk
+    /// written, or handed to the stream, or refused).</summary>
+    public int GenerationActors => Volatile.Read(ref _generationActors);
+
+    /// <summary>Request token streams whose writer has not completed yet (the buffer of a client that left is
+    /// collected with its stream once completed).</summary>
+    public int OpenStreams => Volatile.Read(ref _openStreams);
+
+    internal void GenerationActorStarted() => Interlocked.Increment(ref _generationActors);
+
+    internal void GenerationActorStopped() => Interlocked.Decrement(ref _generationActors);
+
+    internal void StreamOpened() => Interlocked.Increment(ref _openStreams);
+
+    internal void StreamCompleted() => Interlocked.Decrement(ref _openStreams);
 
     internal void SetQueue(int running, int waiting, long kvReserved, long kvAllocated)
     {

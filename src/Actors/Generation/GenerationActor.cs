@@ -26,6 +26,7 @@ internal sealed class GenerationActor : ReceiveActor, IWithTimers
     private readonly Queue<TokenChunk> _backlog = new();
     private CancellationTokenRegistration _registration;
     private bool _pausedSent, _waitingForSpace, _abandoned, _handedOff;
+    private string? _deadlineError;
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -60,8 +61,11 @@ internal sealed class GenerationActor : ReceiveActor, IWithTimers
             _abandoned = true;
             _scheduler.Tell(new Cancel(_request.RequestId, FinishReason.Cancelled));
         });
-        Receive<DeadlineExceeded>(_ => _scheduler.Tell(new Cancel(_request.RequestId, FinishReason.Error,
-            $"the request exceeded its timeout of {_request.Timeout!.Value.TotalSeconds:0.###} s")));
+        Receive<DeadlineExceeded>(_ =>
+        {
+            _deadlineError = $"the request exceeded its timeout of {_request.Timeout!.Value.TotalSeconds:0.###} s";
+            _scheduler.Tell(new Cancel(_request.RequestId, FinishReason.Error, _deadlineError));
+        });
     }
 
     public static Props PropsFor(GenerationRequest request, IActorRef scheduler, ChannelWriter<TokenChunk> writer,
@@ -78,6 +82,9 @@ internal sealed class GenerationActor : ReceiveActor, IWithTimers
 
     private void OnChunk(TokenChunk chunk)
     {
+        // The end the deadline caused is marked, so the API can answer with a timeout rather than a server error.
+        if (chunk is { FinishReason: FinishReason.Error } && _deadlineError is not null && chunk.Error == _deadlineError)
+            chunk = chunk with { DeadlineExceeded = true };
         _backlog.Enqueue(chunk);
         Flush();
     }

@@ -49,11 +49,14 @@ public sealed class MoeEngine
         var admitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var cancel = new CancellationTokenSource();
         var linked = CancellationTokenSource.CreateLinkedTokenSource(clientGone, cancel.Token);
-        var actor = _system.ActorOf(GenerationActor.PropsFor(request, _scheduler, channel.Writer, admitted, linked.Token),
+        var writer = new CountedWriter(channel.Writer, Gauges);
+        Gauges.GenerationActorStarted();
+        var actor = _system.ActorOf(GenerationActor.PropsFor(request, _scheduler, writer, admitted, linked.Token),
             "gen-" + Uri.EscapeDataString(request.RequestId) + "-" + Guid.NewGuid().ToString("N")[..8]);
         // The token sources live as long as the request's actor (it listens to the linked token until it stops).
         _ = actor.WatchAsync(CancellationToken.None).ContinueWith(_ =>
         {
+            Gauges.GenerationActorStopped();
             linked.Dispose();
             cancel.Dispose();
         }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
@@ -154,6 +157,35 @@ public sealed class MoeEngine
             if (re.Count > 0)
                 throw new InvalidGenerationRequestException(re[0].StartsWith("top_k_experts", StringComparison.Ordinal) ? "top_k_experts" : "disabled_experts", re[0]);
         }
-        if (r.Timeout is { } t && t <= TimeSpan.Zero) throw new InvalidGenerationRequestException("timeout", "timeout must be positive");
+        if (r.Timeout is { } t && (t <= TimeSpan.Zero || t > GenerationRequest.MaxTimeout))
+            throw new InvalidGenerationRequestException("timeout", $"timeout must be positive and at most {GenerationRequest.MaxTimeout.TotalSeconds:0} s");
+    }
+
+    /// <summary>The request stream's writer, counted open in <see cref="EngineGauges.OpenStreams"/> until completed.</summary>
+    private sealed class CountedWriter : ChannelWriter<TokenChunk>
+    {
+        private readonly ChannelWriter<TokenChunk> _inner;
+        private readonly EngineGauges _gauges;
+        private int _completed;
+
+        public CountedWriter(ChannelWriter<TokenChunk> inner, EngineGauges gauges)
+        {
+            _inner = inner;
+            _gauges = gauges;
+            gauges.StreamOpened();
+        }
+
+        public override bool TryWrite(TokenChunk item) => _inner.TryWrite(item);
+
+        public override ValueTask<bool> WaitToWriteAsync(CancellationToken cancellationToken = default) => _inner.WaitToWriteAsync(cancellationToken);
+
+        public override ValueTask WriteAsync(TokenChunk item, CancellationToken cancellationToken = default) => _inner.WriteAsync(item, cancellationToken);
+
+        public override bool TryComplete(Exception? error = null)
+        {
+            bool done = _inner.TryComplete(error);
+            if (Interlocked.Exchange(ref _completed, 1) == 0) _gauges.StreamCompleted();
+            return done;
+        }
     }
 }

@@ -21,6 +21,9 @@ public sealed record TokenChunk(string RequestId, string Text, int TokenId, Samp
     public GenerationUsage? Usage { get; init; }
     /// <summary>Why the request failed (finish reason error): deadline, unavailable experts, ...</summary>
     public string? Error { get; init; }
+    /// <summary>The request ended (finish reason error) because its deadline (<see cref="GenerationRequest.Timeout"/>)
+    /// passed.</summary>
+    public bool DeadlineExceeded { get; init; }
     /// <summary>The experts the gate chose for the forward pass that produced this token, by layer (an empty array
     /// for dense layers). Null on chunks without a token.</summary>
     public IReadOnlyList<int[]>? ExpertsByLayer { get; init; }

@@ -21,7 +21,7 @@ public sealed class ChatHub(ApiContext api) : Hub
     {
         var running = await StartAsync(() =>
         {
-            ArgumentNullException.ThrowIfNull(request);
+            if (request is null) throw OpenAiException.Invalid("request", "the request object is missing (null).");
             api.Model.CheckModel(request.Model, Field);
             int[] prompt = (request.Prompt, request.PromptTokenIds) switch
             {
@@ -39,9 +39,9 @@ public sealed class ChatHub(ApiContext api) : Hub
     {
         var running = await StartAsync(() =>
         {
-            ArgumentNullException.ThrowIfNull(request);
+            if (request is null) throw OpenAiException.Invalid("request", "the request object is missing (null).");
             api.Model.CheckModel(request.Model, Field);
-            var prompt = api.Model.EncodeChat(request.Messages, Field);
+            var prompt = api.Model.EncodeChat(request.Messages, Field, true, request.Tools, request.ChatTemplateKwargs);
             return api.Planner(Field).Plan(NewId(), request, [prompt], request.MaxTokens, request.Logprobs == true, request.TopLogprobs ?? 0);
         }, cancellationToken).ConfigureAwait(false);
         await foreach (var c in RelayAsync(running, cancellationToken).ConfigureAwait(false)) yield return c;

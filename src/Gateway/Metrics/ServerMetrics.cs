@@ -18,6 +18,8 @@ public sealed class ServerMetrics
 
     private readonly Histogram? _ttft, _itl, _e2e, _queue;
     private readonly Counter? _promptTokens, _generationTokens, _finished, _routed;
+    private readonly Gauge? _generationActors, _openStreams, _apiRequests;
+    private int _apiRequestsOpen;
     private readonly Gauge? _running, _waiting, _kvUsage, _kvReserved, _kvAllocated, _kvBudget, _recall, _prefixBytes;
     private readonly Counter? _prefixLookups, _prefixHits, _prefixTokens;
     private readonly Counter? _predictions, _predictionHits;
@@ -45,6 +47,9 @@ public sealed class ServerMetrics
                 new CounterConfiguration { LabelNames = ["layer", "expert"] });
             _running = f.CreateGauge("moe_requests_running", "Generations in the running batch.");
             _waiting = f.CreateGauge("moe_requests_waiting", "Generations waiting for a batch slot.");
+            _generationActors = f.CreateGauge("moe_generation_actors", "Generation actors alive (one per request, from submission until its stream is written).");
+            _openStreams = f.CreateGauge("moe_request_streams_open", "Request token streams whose writer has not completed.");
+            _apiRequests = f.CreateGauge("moe_api_requests_open", "HTTP and hub requests holding admitted engine streams (between admission and the end of their response).");
             _kvUsage = f.CreateGauge("moe_kv_cache_usage_ratio", "KV-cache memory reserved by admitted generations, as a fraction of the budget.");
             _kvReserved = f.CreateGauge("moe_kv_cache_reserved_bytes", "KV-cache bytes reserved by admitted generations (prompt + max_tokens each).");
             _kvAllocated = f.CreateGauge("moe_kv_cache_allocated_bytes", "KV-cache bytes the running generations hold now.");
@@ -167,6 +172,9 @@ public sealed class ServerMetrics
     private void ReadEngine(EngineGauges g)
     {
         _running!.Set(g.Running);
+        _generationActors!.Set(g.GenerationActors);
+        _openStreams!.Set(g.OpenStreams);
+        _apiRequests!.Set(Volatile.Read(ref _apiRequestsOpen));
         _waiting!.Set(g.Waiting);
         _kvReserved!.Set(g.KvReservedBytes);
         _kvAllocated!.Set(g.KvAllocatedBytes);
@@ -201,6 +209,13 @@ public sealed class ServerMetrics
     }
 
     private static string Label(int i) => i.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Requests (HTTP or hub) holding admitted engine streams now.</summary>
+    public int ApiRequestsOpen => Volatile.Read(ref _apiRequestsOpen);
+
+    internal void ApiRequestOpened() => Interlocked.Increment(ref _apiRequestsOpen);
+
+    internal void ApiRequestClosed() => Interlocked.Decrement(ref _apiRequestsOpen);
 
     public void FirstToken(TimeSpan sinceArrival) => _ttft?.Observe(sinceArrival.TotalSeconds);
 

@@ -52,6 +52,13 @@ internal static class ApiErrors
                 : $"{param} {(e.Message.StartsWith("The JSON value", StringComparison.Ordinal) ? "has the wrong type or is out of range" : what)}.";
             throw new OpenAiException(StatusCodes.Status400BadRequest, message, "invalid_request_error", param);
         }
+        catch (IOException e) when (e is not BadHttpRequestException)
+        {
+            // The body's framing broke while it was read (Kestrel reports e.g. an overlong chunk size this way, not as a
+            // BadHttpRequestException), or the client went away mid-body.
+            ctx.RequestAborted.ThrowIfCancellationRequested();
+            throw new OpenAiException(StatusCodes.Status400BadRequest, $"The request body could not be read: {e.Message}", "invalid_request_error");
+        }
     }
 
     /// <summary>"$.messages[0].content" -> "messages[0].content"; "$" or null -> null.</summary>

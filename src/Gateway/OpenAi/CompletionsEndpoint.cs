@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using MoeServer.Actors.Generation;
 using MoeServer.Gateway.Middleware;
 using MoeServer.Gateway.Serving;
 using MoeServer.Kernels.Generation;
@@ -45,7 +46,7 @@ internal static class CompletionsEndpoint
             if (logprobs is not null && c.Token is { } tok) AddLogprobs(api, logprobs[i], tok, text[i].Length);
             text[i].Append(c.Text);
             if (!c.IsFinal) continue;
-            if (c.FinishReason == FinishReason.Error) throw GenerationFailed(c.Error);
+            if (c.FinishReason == FinishReason.Error) throw GenerationFailed(c);
             finish[i] = FinishReasonName(c.FinishReason);
             completion += c.Usage?.CompletionTokens ?? 0;
             cached.Add(i, c.Usage);
@@ -66,7 +67,7 @@ internal static class CompletionsEndpoint
         {
             if (c.IsFinal && c.FinishReason == FinishReason.Error)
             {
-                await sse.WriteAsync(GenerationFailed(c.Error).ToBody(), ct).ConfigureAwait(false);
+                await sse.WriteAsync(GenerationFailed(c).ToBody(), ct).ConfigureAwait(false);
                 await sse.DoneAsync(ct).ConfigureAwait(false);
                 return;
             }
@@ -108,8 +109,11 @@ internal static class CompletionsEndpoint
         _ => r.Value.ToString().ToLowerInvariant(),
     };
 
-    internal static OpenAiException GenerationFailed(string? error) =>
-        new(StatusCodes.Status500InternalServerError, $"The generation failed: {error ?? "unknown error"}", "server_error", null, "generation_failed");
+    /// <summary>The error a failed generation answers with: 408 timeout_error when the request's own deadline passed
+    /// (the client asked for it), otherwise a server error.</summary>
+    internal static OpenAiException GenerationFailed(TokenChunk final) => final.DeadlineExceeded
+        ? new(StatusCodes.Status408RequestTimeout, $"The request timed out: {final.Error}.", "timeout_error", "timeout", "timeout")
+        : new(StatusCodes.Status500InternalServerError, $"The generation failed: {final.Error ?? "unknown error"}", "server_error", null, "generation_failed");
 
     /// <summary>A string, a list of strings, a list of token ids, or a list of token-id lists.</summary>
     private static List<int[]> Prompts(JsonElement? prompt, ServedModel model)

@@ -31,7 +31,7 @@ internal static class ModelEndpoints
         int[] tokens;
         if (req.Prompt is not null && req.Messages is not null) throw OpenAiException.Invalid("prompt", "give either prompt or messages, not both.");
         if (req.Prompt is not null) tokens = api.Model.Tokenizer.EncodePrompt(req.Prompt);
-        else if (req.Messages is not null) tokens = api.Model.EncodeChat(req.Messages, Field, req.AddGenerationPrompt ?? true);
+        else if (req.Messages is not null) tokens = api.Model.EncodeChat(req.Messages, Field, req.AddGenerationPrompt ?? true, req.Tools, req.ChatTemplateKwargs);
         else throw OpenAiException.Invalid("prompt", "prompt (a string) or messages is required.");
         await ctx.Response.WriteAsJsonAsync(new TokenizeResponse(tokens, tokens.Length, api.Model.Config.MaxPositionEmbeddings),
             OpenAiJson.Options, ctx.RequestAborted).ConfigureAwait(false);

@@ -13,6 +13,12 @@ internal static class OpenAiEndpoints
         app.MapGet("/v1/models/{id}", ctx => RunAsync(ctx, ModelEndpoints.GetAsync));
         app.MapPost("/tokenize", ctx => RunAsync(ctx, ModelEndpoints.TokenizeAsync));
         app.MapPost("/detokenize", ctx => RunAsync(ctx, ModelEndpoints.DetokenizeAsync));
+        // Other methods on the API routes outside /v1 answer like the rest of the API, not with an empty 405.
+        foreach (string path in new[] { "/tokenize", "/detokenize" })
+        {
+            app.MapMethods(path, ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"], ctx => RunAsync(ctx, (c, _) => throw new OpenAiException(
+                StatusCodes.Status405MethodNotAllowed, $"{c.Request.Method} is not allowed on {c.Request.Path}; use POST.", "invalid_request_error", null, "method_not_allowed")));
+        }
         // Anything else under /v1 answers like OpenAI does, not with an empty 404/405.
         app.Map("/v1/{**rest}", ctx => RunAsync(ctx, (c, _) => throw new OpenAiException(StatusCodes.Status404NotFound,
             $"Unknown route {c.Request.Method} {c.Request.Path}.", "invalid_request_error", null, "unknown_url")));

@@ -79,7 +79,7 @@ public sealed record ModelCard(string Id, string Object, long Created, string Ow
 public sealed record ModelSourceCard(string Format, string Architecture, int ContextLength,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FileType, IReadOnlyList<string> Files);
 
-public sealed record TokenizeRequest(string? Model, string? Prompt, List<ChatMessageDto>? Messages, bool? AddGenerationPrompt);
+public sealed record TokenizeRequest(string? Model, string? Prompt, List<ChatMessageDto>? Messages, bool? AddGenerationPrompt, System.Text.Json.JsonElement? Tools = null, System.Text.Json.JsonElement? ChatTemplateKwargs = null);
 
 public sealed record TokenizeResponse(IReadOnlyList<int> Tokens, int Count, int MaxModelLen);
 

@@ -42,7 +42,9 @@ public sealed class GenerationPlanner(ModelConfig config, Func<string, string> f
         if (f.PresencePenalty is { } pp && !(pp >= -2 && pp <= 2)) throw Invalid("presence_penalty", $"must be between -2 and 2; got {F(pp)}.");
         if (f.FrequencyPenalty is { } fp && !(fp >= -2 && fp <= 2)) throw Invalid("frequency_penalty", $"must be between -2 and 2; got {F(fp)}.");
         if (f.RepetitionPenalty is { } rp && !(rp > 0 && float.IsFinite(rp))) throw Invalid("repetition_penalty", $"must be a number > 0 (1 = off); got {F(rp)}.");
-        if (f.Timeout is { } to && !(to > 0 && double.IsFinite(to))) throw Invalid("timeout", $"must be a positive number of seconds; got {to.ToString(CultureInfo.InvariantCulture)}.");
+        double maxTimeout = GenerationRequest.MaxTimeout.TotalSeconds;
+        if (f.Timeout is { } to && !(to > 0 && to <= maxTimeout))
+            throw Invalid("timeout", $"must be a positive number of seconds, at most {maxTimeout.ToString(CultureInfo.InvariantCulture)}; got {to.ToString(CultureInfo.InvariantCulture)}.");
         if (topLogprobs is < 0 or > SamplingParams.MaxTopLogprobs)
             throw Invalid(logprobs && f is CompletionRequest ? "logprobs" : "top_logprobs", $"must be between 0 and {SamplingParams.MaxTopLogprobs}; got {topLogprobs}.");
         if (f.StreamOptions is not null && f.Stream != true) throw Invalid("stream_options", "is only allowed when stream is true.");
@@ -82,7 +84,7 @@ public sealed class GenerationPlanner(ModelConfig config, Func<string, string> f
         {
             if (mt < 1) throw Invalid("max_tokens", $"must be at least 1; got {mt}.");
             int longest = prompts.Max(p => p.Length);
-            if (longest + mt > ctx)
+            if ((long)longest + mt > ctx) // long: max_tokens may be int.MaxValue
                 throw OpenAiException.Invalid(fieldName("max_tokens"),
                     $"This model's maximum context length is {ctx} tokens. However, you requested {longest + mt} tokens ({longest} in the prompt, {mt} for the completion). Please reduce the prompt or {fieldName("max_tokens")}.",
                     "context_length_exceeded");

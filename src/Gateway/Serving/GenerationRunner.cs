@@ -42,6 +42,7 @@ public sealed class RunningJob : IAsyncDisposable
     private readonly IReadOnlyList<GenerationStream> _streams;
     private readonly ServerMetrics _metrics;
     private readonly long _arrival;
+    private int _disposed;
 
     internal RunningJob(GenerationJob job, IReadOnlyList<GenerationStream> streams, ServerMetrics metrics, long arrival)
     {
@@ -49,6 +50,7 @@ public sealed class RunningJob : IAsyncDisposable
         _streams = streams;
         _metrics = metrics;
         _arrival = arrival;
+        metrics.ApiRequestOpened();
     }
 
     public GenerationJob Job { get; }
@@ -85,6 +87,8 @@ public sealed class RunningJob : IAsyncDisposable
 
     public ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return ValueTask.CompletedTask;
+        _metrics.ApiRequestClosed();
         foreach (var s in _streams) s.Cancel(); // no-op for finished streams
         return ValueTask.CompletedTask;
     }

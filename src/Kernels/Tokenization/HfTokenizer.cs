@@ -34,10 +34,12 @@ public sealed class HfTokenizer : ITokenizer
     private readonly bool _nfc;
     private readonly bool _ignoreMerges;
     private readonly Regex _preTokenizer;
+    private readonly BpeMerger _longPieces;
 
     private HfTokenizer(
         BpeTokenizer bpe,
         Dictionary<string, int> vocab,
+        IReadOnlyList<string> merges,
         List<AddedToken> added,
         Regex preTokenizer,
         bool addPrefixSpace,
@@ -46,6 +48,7 @@ public sealed class HfTokenizer : ITokenizer
     {
         _bpe = bpe;
         _vocab = vocab;
+        _longPieces = new BpeMerger(vocab, merges);
         _preTokenizer = preTokenizer;
         _addPrefixSpace = addPrefixSpace;
         _nfc = nfc;
@@ -317,7 +320,7 @@ public sealed class HfTokenizer : ITokenizer
             text = " " + text;
         }
 
-        if (!_ignoreMerges)
+        if (!_ignoreMerges && !HasLongPiece(text))
         {
             ids.AddRange(_bpe.EncodeToIds(text, considerPreTokenization: true, considerNormalization: false));
             return;
@@ -326,15 +329,37 @@ public sealed class HfTokenizer : ITokenizer
         foreach (ValueMatch m in _preTokenizer.EnumerateMatches(text))
         {
             string piece = text.Substring(m.Index, m.Length);
-            if (_vocab.TryGetValue(ByteLevel.Encode(piece), out int whole))
+            if (_ignoreMerges && _vocab.TryGetValue(ByteLevel.Encode(piece), out int whole))
             {
                 ids.Add(whole);
+            }
+            else if (piece.Length > BpeMerger.LongPiece)
+            {
+                _longPieces.Encode(ByteLevel.Encode(piece), ids); // linear-ish where Microsoft.ML.Tokenizers is quadratic
             }
             else
             {
                 ids.AddRange(_bpe.EncodeToIds(piece, considerPreTokenization: false, considerNormalization: false));
             }
         }
+    }
+
+    private bool HasLongPiece(string text)
+    {
+        if (text.Length <= BpeMerger.LongPiece)
+        {
+            return false;
+        }
+
+        foreach (ValueMatch m in _preTokenizer.EnumerateMatches(text))
+        {
+            if (m.Length > BpeMerger.LongPiece)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>A token setting of tokenizer_config.json: a plain string or an AddedToken object's content.</summary>
@@ -464,7 +489,7 @@ public sealed class HfTokenizer : ITokenizer
             throw new InvalidDataException($"{source}: the BPE model could not be built: {ex.Message}", ex);
         }
 
-        return new HfTokenizer(bpe, vocab, added, regex, addPrefixSpace, nfc, ignoreMerges);
+        return new HfTokenizer(bpe, vocab, merges, added, regex, addPrefixSpace, nfc, ignoreMerges);
     }
 
     private static string ReadMerge(JsonElement m, int index, string source)

@@ -159,3 +159,35 @@ public sealed class GgufTokenizerTests : IDisposable
         Assert.Contains("'bert' is not supported", e.Message, StringComparison.Ordinal);
     }
 }
+
+/// <summary>A very long word must not make GGUF tokenization quadratic (the issue-15 fuzz finding, for the GGUF
+/// tokenizers): byte-level BPE merges through <see cref="BpeMerger"/> and equals tokenizer.json's ids; SentencePiece
+/// merges with a heap.</summary>
+public sealed class GgufLongWordTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("gguf-long-tests-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    [Fact]
+    public void A_100k_character_word_tokenizes_quickly_with_both_models()
+    {
+        string hf = GgufModelTests.HfCheckpoint(ModelArchitecture.Qwen2Moe);
+        string bpePath = Path.Combine(_dir, "bpe.gguf");
+        GgufExporter.Export(hf, bpePath, GgmlType.F32);
+        string spmPath = Path.Combine(_dir, "spm.gguf");
+        GgufExporter.Export(GgufModelTests.HfCheckpoint(ModelArchitecture.Mixtral), spmPath,
+            new GgufExportOptions { SpmVocab = Path.Combine(AppContext.BaseDirectory, "Fixtures", "spm", "spm.vocab") });
+        string word = string.Concat(Enumerable.Repeat("thee", 25_000));
+        var bpe = ModelTokenizer.Load(bpePath);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var ids = bpe.Encode(word);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"byte-level BPE took {sw.Elapsed}");
+        Assert.Equal(HfTokenizer.Load(hf).Encode(word), ids);
+        var spm = ModelTokenizer.Load(spmPath);
+        sw.Restart();
+        var sids = spm.Encode(word);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"SentencePiece took {sw.Elapsed}");
+        Assert.Equal(" " + word, spm.Decode(sids));
+    }
+}

@@ -181,7 +181,7 @@ public abstract class GgufTokenizer : ITokenizer
 /// <summary>Byte-level BPE (<c>tokenizer.ggml.model = gpt2</c>) with llama.cpp's pre-tokenizers.</summary>
 public sealed class GgufBpeTokenizer : GgufTokenizer
 {
-    private readonly Dictionary<(string, string), int> _ranks = new();
+    private readonly BpeMerger _merger;
     private readonly Regex[] _pre;
     private readonly bool _ignoreMerges;
 
@@ -228,11 +228,14 @@ public sealed class GgufBpeTokenizer : GgufTokenizer
         if (f.Get("tokenizer.ggml.merges")?.Value is not string[] merges)
             throw new CheckpointFormatException(f.Path, null, "tokenizer.ggml.merges is missing (a gpt2 tokenizer needs its merges)");
         for (int i = 0; i < merges.Length; i++)
-        {
-            int sp = merges[i].IndexOf(' ', 1);
-            if (sp < 0) throw new CheckpointFormatException(f.Path, null, $"tokenizer.ggml.merges[{i}] '{merges[i]}' is not 'a b'");
-            _ranks.TryAdd((merges[i][..sp], merges[i][(sp + 1)..]), i);
-        }
+            if (merges[i].IndexOf(' ', 1) < 0) throw new CheckpointFormatException(f.Path, null, $"tokenizer.ggml.merges[{i}] '{merges[i]}' is not 'a b'");
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < tokens.Length; i++) vocab.TryAdd(tokens[i], i);
+        for (int b = 0; b < 256; b++)
+            if (!vocab.ContainsKey(ByteLevel.ByteToChar((byte)b).ToString()))
+                throw new CheckpointFormatException(f.Path, null, $"the gpt2 vocabulary has no token for byte 0x{b:X2} ('{ByteLevel.ByteToChar((byte)b)}'), so some text could not be encoded");
+        // Lowest merge rank first, leftmost on ties (llama.cpp's llm_tokenizer_bpe_session), in O(n log n) per piece.
+        _merger = new BpeMerger(vocab, merges);
         AddBosToken = f.Get("tokenizer.ggml.add_bos_token")?.Value as bool? ?? false;
         AddEosToken = f.Get("tokenizer.ggml.add_eos_token")?.Value as bool? ?? false;
     }
@@ -275,31 +278,7 @@ public sealed class GgufBpeTokenizer : GgufTokenizer
                 ids.Add(whole);
                 continue;
             }
-            // Symbols are byte-level characters; merge the lowest-ranked adjacent pair (leftmost on ties) until none is left.
-            var symbols = word.Select(c => c.ToString()).ToList();
-            while (symbols.Count > 1)
-            {
-                int best = -1, bestRank = int.MaxValue;
-                for (int i = 0; i + 1 < symbols.Count; i++)
-                    if (_ranks.TryGetValue((symbols[i], symbols[i + 1]), out int r) && r < bestRank)
-                    {
-                        bestRank = r;
-                        best = i;
-                    }
-                if (best < 0) break;
-                symbols[best] += symbols[best + 1];
-                symbols.RemoveAt(best + 1);
-            }
-            foreach (string s in symbols)
-            {
-                if (TryId(s, out int id))
-                {
-                    ids.Add(id);
-                    continue;
-                }
-                foreach (char c in s) // as llama.cpp: a symbol outside the vocabulary goes out byte by byte
-                    if (TryId(c.ToString(), out int b)) ids.Add(b);
-            }
+            _merger.Encode(word, ids);
         }
     }
 

@@ -109,6 +109,9 @@ public sealed class HfTokenizer : ITokenizer
     /// <summary>False: HF chat templates and prompts carry bos in their text.</summary>
     public bool AddBosToken => false;
 
+    /// <summary>False: no post-processing.</summary>
+    public bool AddEosToken => false;
+
     /// <summary>Loads <c>tokenizer.json</c> (required) and <c>tokenizer_config.json</c> (optional) from a directory.</summary>
     /// <exception cref="FileNotFoundException">tokenizer.json is missing (the message names the path).</exception>
     /// <exception cref="InvalidDataException">A file is not valid JSON or lacks required fields (the message names the file).</exception>

@@ -26,6 +26,9 @@ public interface ITokenizer
     /// <c>tokenizer.ggml.add_bos_token</c>; HF tokenizers here: false, chat templates put bos in the text).</summary>
     bool AddBosToken { get; }
 
+    /// <summary>Whether the model expects eos after a prompt (GGUF <c>tokenizer.ggml.add_eos_token</c>; rare).</summary>
+    bool AddEosToken { get; }
+
     /// <summary>The id of a token (its vocabulary string), or null.</summary>
     int? TokenToId(string token);
 
@@ -60,11 +63,13 @@ public static class TokenizerExtensions
     }
 
     /// <summary>Encodes a prompt as the model's own tokenizer settings ask: bos first when
-    /// <see cref="ITokenizer.AddBosToken"/> (as llama.cpp's llama_tokenize with add_special does, even when the text
-    /// starts with a bos of its own).</summary>
+    /// <see cref="ITokenizer.AddBosToken"/>, eos last when <see cref="ITokenizer.AddEosToken"/> (as llama.cpp's
+    /// llama_tokenize with add_special does, even when the text starts with a bos of its own).</summary>
     public static int[] EncodePrompt(this ITokenizer tokenizer, string text, bool parseSpecialTokens = true)
     {
         var ids = tokenizer.Encode(text, parseSpecialTokens);
-        return tokenizer.AddBosToken && tokenizer.BosId is { } bos ? [bos, .. ids] : ids;
+        if (tokenizer.AddBosToken && tokenizer.BosId is { } bos) ids = [bos, .. ids];
+        if (tokenizer.AddEosToken && tokenizer.EosId is { } eos) ids = [.. ids, eos];
+        return ids;
     }
 }

@@ -161,3 +161,36 @@ public sealed class GgufModelTests : IDisposable
         return best;
     }
 }
+
+/// <summary>What an expert node does with a GGUF file: one expert at a time from the mapping, its byte ranges dropped
+/// from the page cache for the disk tier.</summary>
+public sealed class GgufExpertLoadTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("gguf-expert-tests-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    [Theory]
+    [InlineData(ModelArchitecture.Mixtral, false)]
+    [InlineData(ModelArchitecture.Mixtral, true)]
+    [InlineData(ModelArchitecture.Qwen3Moe, false)]
+    public void An_expert_loads_alone_from_the_gguf_mapping_as_from_the_hf_directory(ModelArchitecture family, bool perExpert)
+    {
+        string hf = GgufModelTests.HfCheckpoint(family);
+        string path = Path.Combine(_dir, $"{family}-{perExpert}.gguf");
+        GgufExporter.Export(hf, path, new GgufExportOptions { PerExpert = perExpert });
+        var cfg = ModelConfig.Load(path);
+        using var hck = Kernels.Formats.Checkpoint.Open(hf);
+        using var gck = Kernels.Formats.Checkpoint.Open(path);
+        var ranges = new List<CheckpointRange>();
+        using var a = ModelWeights.LoadExpert(cfg, hck, 0, 3, WeightPrecision.F32);
+        using var b = ModelWeights.LoadExpert(cfg, gck, 0, 3, WeightPrecision.F32, ranges);
+        Assert.True(a.GateUp.Weight.equal(b.GateUp.Weight).all().item<bool>());
+        Assert.True(a.Down.Weight.equal(b.Down.Weight).all().item<bool>());
+        Assert.NotEmpty(ranges);
+        Assert.All(ranges, r => Assert.Equal(path, r.Entry.File));
+        Assert.True(gck.DropFromPageCache(ranges));
+        double cached = gck.CachedFraction(ranges);
+        Assert.InRange(cached, 0, 1);
+    }
+}

@@ -118,6 +118,30 @@ public sealed class GgufTokenizerTests : IDisposable
     }
 
     [Fact]
+    public void User_defined_tokens_are_always_split_out_and_control_tokens_only_when_asked()
+    {
+        var file = GgufExporter.Build(GgufModelTests.HfCheckpoint(ModelArchitecture.Qwen2Moe), GgmlType.F32);
+        var tokens = (string[])file.Get("tokenizer.ggml.tokens")!.Value;
+        var types = ((int[])file.Get("tokenizer.ggml.token_type")!.Value).ToArray();
+        tokens[400] = "<tool>";
+        types[400] = (int)GgufTokenType.UserDefined;
+        file.Set("tokenizer.ggml.tokens", GgufValue.Strings(tokens));
+        file.Set("tokenizer.ggml.token_type", GgufValue.Int32s(types));
+        string path = Path.Combine(_dir, "user-defined.gguf");
+        GgufWriter.Write(path, file);
+        var tok = ModelTokenizer.Load(path);
+        int control = Enumerable.Range(0, tok.VocabSize).First(tok.IsSpecial);
+        string text = $"call <tool> now{tok.IdToToken(control)}";
+        var plain = tok.Encode(text, parseSpecialTokens: false);
+        Assert.Contains(400, plain);
+        Assert.DoesNotContain(control, plain);
+        Assert.Contains(control, tok.Encode(text));
+        Assert.False(tok.IsSpecial(400));
+        Assert.Equal(text, tok.Decode(plain));
+        Assert.Equal("call <tool> now", tok.Decode(tok.Encode(text), skipSpecialTokens: true));
+    }
+
+    [Fact]
     public void An_unknown_pre_tokenizer_or_model_is_a_clear_error()
     {
         string hf = GgufModelTests.HfCheckpoint(ModelArchitecture.Qwen2Moe);
@@ -133,5 +157,37 @@ public sealed class GgufTokenizerTests : IDisposable
         GgufWriter.Write(path, file);
         e = Assert.Throws<CheckpointFormatException>(() => ModelTokenizer.Load(path));
         Assert.Contains("'bert' is not supported", e.Message, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>A very long word must not make GGUF tokenization quadratic (the issue-15 fuzz finding, for the GGUF
+/// tokenizers): byte-level BPE merges through <see cref="BpeMerger"/> and equals tokenizer.json's ids; SentencePiece
+/// merges with a heap.</summary>
+public sealed class GgufLongWordTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("gguf-long-tests-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    [Fact]
+    public void A_100k_character_word_tokenizes_quickly_with_both_models()
+    {
+        string hf = GgufModelTests.HfCheckpoint(ModelArchitecture.Qwen2Moe);
+        string bpePath = Path.Combine(_dir, "bpe.gguf");
+        GgufExporter.Export(hf, bpePath, GgmlType.F32);
+        string spmPath = Path.Combine(_dir, "spm.gguf");
+        GgufExporter.Export(GgufModelTests.HfCheckpoint(ModelArchitecture.Mixtral), spmPath,
+            new GgufExportOptions { SpmVocab = Path.Combine(AppContext.BaseDirectory, "Fixtures", "spm", "spm.vocab") });
+        string word = string.Concat(Enumerable.Repeat("thee", 25_000));
+        var bpe = ModelTokenizer.Load(bpePath);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var ids = bpe.Encode(word);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"byte-level BPE took {sw.Elapsed}");
+        Assert.Equal(HfTokenizer.Load(hf).Encode(word), ids);
+        var spm = ModelTokenizer.Load(spmPath);
+        sw.Restart();
+        var sids = spm.Encode(word);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"SentencePiece took {sw.Elapsed}");
+        Assert.Equal(" " + word, spm.Decode(sids));
     }
 }

@@ -216,7 +216,8 @@ public static class GgufExporter
             int id = added.GetProperty("id").GetInt32();
             if (id >= tokens.Length) continue;
             tokens[id] = added.GetProperty("content").GetString()!;
-            if (added.TryGetProperty("special", out var sp) && sp.GetBoolean()) types[id] = 3; // control
+            // control for special added tokens, user-defined for the others (matched in text either way), as convert_hf_to_gguf
+            types[id] = added.TryGetProperty("special", out var sp) && sp.GetBoolean() ? 3 : 4;
         }
         for (int i = 0; i < tokens.Length; i++)
         {

@@ -17,9 +17,9 @@ internal static class ChatCompletionsEndpoint
         api.Model.CheckModel(req.Model, Field);
         if (req.Tools is { ValueKind: System.Text.Json.JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
             throw OpenAiException.Invalid("tools", "tools are not supported by this server.");
-        if (req.ResponseFormat is { ValueKind: System.Text.Json.JsonValueKind.Object } rf
-            && rf.TryGetProperty("type", out var rft) && rft.GetString() != "text")
-            throw OpenAiException.Invalid("response_format", $"response_format type \"{rft}\" is not supported (text only).");
+        if (req.ResponseFormat is { ValueKind: System.Text.Json.JsonValueKind.Object } rf && rf.TryGetProperty("type", out var rft)
+            && (rft.ValueKind != System.Text.Json.JsonValueKind.String || rft.GetString() != "text"))
+            throw OpenAiException.Invalid("response_format", $"response_format type {rft.GetRawText()} is not supported (text only).");
         if (req.TopLogprobs is not null && req.Logprobs != true)
             throw OpenAiException.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
         var prompt = api.Model.EncodeChat(req.Messages, Field);

@@ -64,7 +64,7 @@ internal sealed class ChaosRun(ChaosOptions o, string modelDir, Action<string> p
         // References: the gateway's own tokenization of each chat prompt, run through the direct loop here.
         var promptIds = new List<int[]>();
         foreach (var p in PromptTexts) promptIds.Add(await TokenizeAsync(ops, p, abort).ConfigureAwait(false));
-        var tokenizer = HfTokenizer.Load(modelDir);
+        var tokenizer = ModelTokenizer.Load(modelDir);
         var ids = new TokenIds(tokenizer);
         var refs = new Reference[PromptTexts.Length];
         byte[][] bodies;

@@ -11,7 +11,7 @@ internal sealed class Report(DateTime date, ChaosOptions options, MachineLimits 
 {
     private static readonly JsonSerializerOptions JsonOptions = new()
     {
-        WriteIndented = true,
+        WriteIndented = false,
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         IncludeFields = true,
         NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
@@ -204,7 +204,10 @@ internal sealed class Report(DateTime date, ChaosOptions options, MachineLimits 
                 requests = x.Data.Requests.Select(r => new
                 {
                     r.Id, r.Client, r.Prompt, r.Start, r.End, r.Status, r.FinishReason, r.Failure, r.Check, r.ComparedTokens,
-                    r.TokenIds, tokenTimes = r.TokenTimes.Select(t => Math.Round(t, 4)),
+                    // Counts and the first/last token time, not every id and time: the full run's JSON stays small enough to commit.
+                    tokens = r.TokenIds.Count,
+                    firstToken = r.TokenTimes.Count > 0 ? Math.Round(r.TokenTimes[0], 4) : (double?)null,
+                    lastToken = r.TokenTimes.Count > 0 ? Math.Round(r.TokenTimes[^1], 4) : (double?)null,
                 }),
             }),
         };

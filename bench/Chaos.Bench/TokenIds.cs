@@ -13,9 +13,9 @@ internal sealed class TokenIds
     public const int Ambiguous = -2;
 
     private readonly Dictionary<string, int> _byBytes = new(StringComparer.Ordinal);
-    private readonly HfTokenizer _tokenizer;
+    private readonly ITokenizer _tokenizer;
 
-    public TokenIds(HfTokenizer tokenizer)
+    public TokenIds(ITokenizer tokenizer)
     {
         _tokenizer = tokenizer;
         for (int id = 0; id < tokenizer.VocabSize; id++)
@@ -38,11 +38,8 @@ internal sealed class TokenIds
     /// <summary>What the gateway reports as a token's bytes (the same rule as its logprobs writer).</summary>
     public byte[]? BytesOf(int id)
     {
-        if (_tokenizer.IdToToken(id) is not { } token) return null;
-        if (_tokenizer.IsSpecial(id)) return System.Text.Encoding.UTF8.GetBytes(token);
-        var bytes = new List<byte>();
-        ByteLevel.AppendTokenBytes(token, bytes);
-        return bytes.ToArray();
+        if (_tokenizer.IdToToken(id) is null) return null;
+        return _tokenizer.TokenBytes(id);
     }
 
     public int Lookup(ReadOnlySpan<byte> bytes) => _byBytes.TryGetValue(Convert.ToHexString(bytes), out int id) ? id : Unknown;

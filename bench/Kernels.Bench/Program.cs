@@ -14,9 +14,10 @@ namespace MoeServer.Kernels.Bench;
 /// Usage: dotnet run -c Release --project bench/Kernels.Bench [-- --out path.md]
 /// Diagnostics (no report written): <c>--tune</c> compares internal Bf16Gemv knobs at M=1 (TUNE_M=1,2,4 and
 /// TUNE_THREADS=1 to vary); <c>--probe</c> repeats the read-bandwidth probe at several sizes; <c>--gemm</c> runs
-/// only the batch sweep over the expert shapes (fp32 matmul peak, then M = 1..32).
+/// only the batch sweep over the expert shapes (fp32 matmul peak, then M = 1..32); <c>--quant</c> measures QuantGemv per
+/// ggml block type beside Bf16Gemv and writes bench/results/kernels-quant.md (<c>--quick</c>: short passes, for a look).
 /// </summary>
-internal static unsafe class Program
+internal static unsafe partial class Program
 {
     private const long WorkingSetBytes = 720L * 1000 * 1000;
     private static readonly (int N, int K, string Role)[] Shapes =
@@ -46,6 +47,12 @@ internal static unsafe class Program
             }
 
             return 0;
+        }
+
+        if (args.Length > 0 && args[0] == "--quant")
+        {
+            string quantOut = args.Length >= 3 && args[1] == "--out" ? args[2] : Path.Combine(FindRepoRoot(), "bench", "results", "kernels-quant.md");
+            return QuantBench(quantOut, pool, quick: args.Contains("--quick"));
         }
 
         if (args.Length > 0 && args[0] == "--tune")

@@ -14,7 +14,9 @@ using MoeServer.Kernels.Tokenization;
 // f32. Greedy continuations of the same prompts are compared token by token (with each side's top-2 margin where they
 // part), and the perplexity of the committed held-out text is computed by both with the same windows.
 // Then every family's export against llama.cpp on random weights, and the speed comparison on the bench preset.
-// Usage: dotnet run --project bench/Peers.Bench -c Release -- [--quick] [--correctness-only]
+// Usage: dotnet run --project bench/Peers.Bench -c Release -- [--quick] [--correctness-only] [--gguf-only]
+// --gguf-only: only the GGUF agreement check (GgufCheck: tokenization and greedy continuation of every family's file,
+// per-expert, split and SentencePiece variants), written to bench/results/peers-gguf.md.
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 bool quick = args.Contains("--quick");
 string repo = BenchEnvironment.RepoRoot();
@@ -23,6 +25,7 @@ string outDir = Path.Combine(repo, "bench", "results");
 string gguf = Path.Combine(Path.GetTempPath(), "peers-mixtral-moe-f32.gguf");
 const int Window = 128;
 int threads = Environment.ProcessorCount;
+if (args.Contains("--gguf-only")) return MoeServer.Bench.Peers.GgufCheck.Run(repo, outDir, threads, Console.WriteLine);
 
 Console.WriteLine($"exporting {modelDir} to {gguf} (f32)...");
 GgufExporter.Export(modelDir, gguf, GgmlType.F32);
@@ -34,7 +37,7 @@ var lp = MoeServer.Bench.Peers.PeerSettings.Exact(gguf, Window + 8, threads);
 using var weights = LLamaWeights.LoadFromFile(lp);
 using var ctx = weights.CreateContext(lp);
 using var defaultCtx = weights.CreateContext(MoeServer.Bench.Peers.PeerSettings.Defaults(gguf, Window + 8, threads));
-var tokenizer = HfTokenizer.Load(modelDir);
+var tokenizer = ModelTokenizer.Load(modelDir);
 using var ours = MoeModel.Load(modelDir, WeightPrecision.F32);
 int vocab = ours.Config.VocabSize;
 

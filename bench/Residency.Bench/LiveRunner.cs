@@ -81,7 +81,7 @@ internal sealed class LiveRunner(string repo, int requests, int maxTokens)
     public BenchModel Load(string name)
     {
         string dir = Path.Combine(repo, "models", name);
-        var tokenizer = HfTokenizer.Load(dir);
+        var tokenizer = ModelTokenizer.Load(dir);
         var cfg = ModelConfig.Load(dir);
         var lines = File.ReadLines(Path.Combine(repo, "models", "corpus", "heldout-subset.txt")).Where(l => l.Length > 0).ToArray();
         var rng = new Random(7);

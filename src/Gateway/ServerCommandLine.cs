@@ -145,10 +145,17 @@ internal sealed record ServerCommandLine
         return sb.Append('"').ToString();
     }
 
-    /// <summary>A model directory must hold config.json (the checkpoint is read from there at start-up).</summary>
+    /// <summary>A model is an HF checkpoint directory holding config.json, or a GGUF file (the first part of a split
+    /// one); it is read from there at start-up.</summary>
     public static void CheckModelDir(string source, string dir)
     {
-        if (!Directory.Exists(dir)) throw new UsageException($"{source}: directory '{dir}' does not exist");
+        if (File.Exists(dir))
+        {
+            if (!Kernels.Formats.Gguf.GgufModel.IsGgufPath(dir))
+                throw new UsageException($"{source}: '{dir}' is a file but not a GGUF file (no GGUF magic, no .gguf extension)");
+            return;
+        }
+        if (!Directory.Exists(dir)) throw new UsageException($"{source}: directory or GGUF file '{dir}' does not exist");
         if (!File.Exists(Path.Combine(dir, "config.json")))
             throw new UsageException($"{source}: '{dir}' is not an HF checkpoint directory (no config.json)");
     }

@@ -37,11 +37,12 @@ internal static class GenerateCommand
         if (errors.Count > 0)
             throw new UsageException(string.Join("; ", errors.Select(e => $"--{OptionName(e.Field)}: {e.Message}")));
 
-        var tokenizer = HfTokenizer.Load(dir);
-        string text = prompt;
+        var tokenizer = ModelTokenizer.Load(dir);
+        int[] ids;
         if (chat || templateOverride is not null)
-            text = ChatTemplate.Load(dir, templateOverride).Render([new ChatMessage("user", prompt)], addGenerationPrompt: true);
-        var ids = tokenizer.Encode(text);
+            ids = tokenizer.Encode(ModelChatTemplate.Load(dir, templateOverride).Render([new ChatMessage("user", prompt)], addGenerationPrompt: true));
+        else
+            ids = tokenizer.EncodePrompt(prompt); // bos first when the model's tokenizer asks for it (GGUF add_bos_token)
         using var model = ModelLocator.Load(dir, precision);
         var generator = new TextGenerator(model, tokenizer);
         var sw = System.Diagnostics.Stopwatch.StartNew();

@@ -14,7 +14,7 @@ internal static class PerplexityCommand
         var precision = ModelLocator.ParsePrecision(cl.String("precision"));
         cl.RejectUnknown();
         if (!File.Exists(file)) throw new UsageException($"--file {file} does not exist");
-        var tokenizer = HfTokenizer.Load(dir);
+        var tokenizer = ModelTokenizer.Load(dir);
         var tokens = tokenizer.Encode(File.ReadAllText(file), parseSpecialTokens: false);
         using var model = ModelLocator.Load(dir, precision);
         var progress = new ConsoleProgress("perplexity");

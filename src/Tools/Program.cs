@@ -51,8 +51,10 @@ internal static class Usage
           perplexity --model DIR --file TEXT [--ctx N] [--precision bf16|f32]
               Perplexity with llama.cpp's protocol (non-overlapping n_ctx chunks, second half scored).
 
-          export-gguf --model DIR --out FILE.gguf [--type f32|bf16]
+          export-gguf --model DIR --out FILE.gguf [--type f32|f16|bf16] [--per-expert] [--splits N] [--spm FILE.vocab]
               Writes the checkpoint (mixtral, qwen2_moe, qwen3_moe, olmoe) as GGUF for llama.cpp, tokenizer embedded.
+              --per-expert: older Mixtral files' blk.N.ffn_gate.E.weight tensors; --splits N: FILE-00001-of-0000N.gguf...;
+              --spm: a SentencePiece vocabulary (spm_train's .vocab) instead of the checkpoint's byte-level BPE.
 
           train-tokenizer --corpus FILE --out DIR [--vocab 8192] [--model-max-length 4096]
               Learns a byte-level BPE (ChatML special tokens) from a corpus file, one document per line

@@ -160,6 +160,15 @@ public sealed class HttpApiTests(SharedServer shared) : IClassFixture<SharedServ
         { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}""", "top_logprobs" },
         { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":-1}""", "max_tokens" },
         { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}""", "tools" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"tools":{"type":"function"}}""", "tools" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"tool_choice":"required"}""", "tool_choice" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"}],"chat_template_kwargs":{"messages":[]}}""", "chat_template_kwargs" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"},{"role":"tool","content":"r"}]}""", "messages[1].tool_call_id" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{not json"}}]}]}""", "messages[1].tool_calls[0].function.arguments" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"arguments":"{}"}}]}]}""", "messages[1].tool_calls[0].function.name" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x","tool_calls":[{"id":"c","function":{"name":"f"}}]}]}""", "messages[0].tool_calls" },
+        // The tiny Mixtral's [INST] template raises on a tool message: the template's own message, as a 400.
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"r"}]}""", "messages" },
         { "/tokenize", """{}""", "prompt" },
         { "/detokenize", """{"tokens":[-1]}""", "tokens" },
     };

@@ -17,7 +17,7 @@ public sealed class MoeEngine
     private readonly IActorRef _scheduler;
     private readonly SchedulerOptions _options;
 
-    public MoeEngine(ActorSystem system, IActorRef scheduler, ModelConfig config, HfTokenizer tokenizer, SchedulerOptions options,
+    public MoeEngine(ActorSystem system, IActorRef scheduler, ModelConfig config, ITokenizer tokenizer, SchedulerOptions options,
         EngineGauges gauges)
     {
         Gauges = gauges;
@@ -29,7 +29,7 @@ public sealed class MoeEngine
     }
 
     public ModelConfig Config { get; }
-    public HfTokenizer Tokenizer { get; }
+    public ITokenizer Tokenizer { get; }
     public IActorRef Scheduler => _scheduler;
     /// <summary>Queue, KV-cache and per-expert counters, readable at any time without asking the scheduler.</summary>
     public EngineGauges Gauges { get; }

@@ -41,7 +41,7 @@ public static class MoeNodeHostingExtensions
             var device = ComputeDevice.Parse(node.Device);
             progress?.Invoke($"loading backbone of {node.ModelDir} onto {node.Device}");
             runtime.Model = MoeModel.Load(node.ModelDir, node.Precision, null, WeightSet.Backbone, device);
-            runtime.Tokenizer = HfTokenizer.Load(node.ModelDir);
+            runtime.Tokenizer = ModelTokenizer.Load(node.ModelDir);
         }
         long expertBytes = 3L * cfg.ExpertIntermediateSize * cfg.HiddenSize * (node.Precision == WeightPrecision.BF16 ? 2 : 4);
         if (node.Role.RunsExperts())

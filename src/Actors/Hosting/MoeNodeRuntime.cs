@@ -22,7 +22,7 @@ public sealed class MoeNodeRuntime : IDisposable
     public NodeStatus Status { get; }
     /// <summary>Backbone weights (gateway roles).</summary>
     public MoeModel? Model { get; internal set; }
-    public HfTokenizer? Tokenizer { get; internal set; }
+    public ITokenizer? Tokenizer { get; internal set; }
     public Experts.ExpertWeightSource? ExpertWeights { get; internal set; }
     /// <summary>Work of the expert entities hosted here (expert roles).</summary>
     public Experts.ExpertWorkCounters? ExpertWork { get; internal set; }

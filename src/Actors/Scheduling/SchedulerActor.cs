@@ -22,7 +22,7 @@ namespace MoeServer.Actors.Scheduling;
 public sealed class SchedulerActor : ReceiveActor
 {
     private readonly MoeModel _model;
-    private readonly HfTokenizer _tokenizer;
+    private readonly ITokenizer _tokenizer;
     private readonly SchedulerOptions _options;
     private readonly StepRunner _runner;
     private readonly ComputeThread _compute = ComputeThreads.Get(Context.System).Thread;
@@ -44,7 +44,7 @@ public sealed class SchedulerActor : ReceiveActor
     private readonly EngineGauges _gauges;
     private readonly PrefixCache? _prefixCache;
 
-    public SchedulerActor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options, EngineGauges gauges)
+    public SchedulerActor(MoeModel model, ITokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options, EngineGauges gauges)
     {
         _model = model;
         _tokenizer = tokenizer;
@@ -102,7 +102,7 @@ public sealed class SchedulerActor : ReceiveActor
 
     public delegate Experts.ExpertDispatcher ExpertDispatcherFactory(ILoggingAdapter log);
 
-    public static Props PropsFor(MoeModel model, HfTokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options, EngineGauges gauges) =>
+    public static Props PropsFor(MoeModel model, ITokenizer tokenizer, ExpertDispatcherFactory dispatcher, SchedulerOptions options, EngineGauges gauges) =>
         Props.Create(() => new SchedulerActor(model, tokenizer, dispatcher, options, gauges)).WithDispatcher(DispatcherId);
 
     /// <summary>The scheduler runs on the node's compute thread between steps (hocon/base.hocon).</summary>

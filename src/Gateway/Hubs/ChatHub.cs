@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.SignalR;
 using MoeServer.Actors.Generation;
 using MoeServer.Gateway.OpenAi;
 using MoeServer.Gateway.Serving;
+using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Gateway.Hubs;
 
@@ -24,7 +25,7 @@ public sealed class ChatHub(ApiContext api) : Hub
             api.Model.CheckModel(request.Model, Field);
             int[] prompt = (request.Prompt, request.PromptTokenIds) switch
             {
-                ({ } text, null) => api.Model.Tokenizer.Encode(text),
+                ({ } text, null) => api.Model.Tokenizer.EncodePrompt(text),
                 (null, { } ids) => ids.ToArray(),
                 (null, null) => throw OpenAiException.Invalid("prompt", "prompt (or promptTokenIds) is required."),
                 _ => throw OpenAiException.Invalid("prompt", "give either prompt or promptTokenIds, not both."),
@@ -40,7 +41,7 @@ public sealed class ChatHub(ApiContext api) : Hub
         {
             if (request is null) throw OpenAiException.Invalid("request", "the request object is missing (null).");
             api.Model.CheckModel(request.Model, Field);
-            var prompt = api.Model.EncodeChat(request.Messages, Field);
+            var prompt = api.Model.EncodeChat(request.Messages, Field, true, request.Tools, request.ChatTemplateKwargs);
             return api.Planner(Field).Plan(NewId(), request, [prompt], request.MaxTokens, request.Logprobs == true, request.TopLogprobs ?? 0);
         }, cancellationToken).ConfigureAwait(false);
         await foreach (var c in RelayAsync(running, cancellationToken).ConfigureAwait(false)) yield return c;

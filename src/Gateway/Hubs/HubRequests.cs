@@ -18,6 +18,10 @@ public sealed class GenerateRequest : GenerationFields
 public sealed class ChatRequest : GenerationFields, IChatRequest
 {
     public List<ChatMessageDto>? Messages { get; set; }
+    /// <summary>Function tools for the chat template (<c>[{"type": "function", "function": {...}}]</c>).</summary>
+    public System.Text.Json.JsonElement? Tools { get; set; }
+    /// <summary>Extra chat-template variables, e.g. <c>{"enable_thinking": false}</c>.</summary>
+    public System.Text.Json.JsonElement? ChatTemplateKwargs { get; set; }
     public bool? Logprobs { get; set; }
     public int? TopLogprobs { get; set; }
 }

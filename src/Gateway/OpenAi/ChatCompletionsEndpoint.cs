@@ -15,14 +15,25 @@ internal static class ChatCompletionsEndpoint
     {
         var req = await ApiErrors.ReadBodyAsync<ChatCompletionRequest>(ctx).ConfigureAwait(false);
         api.Model.CheckModel(req.Model, Field);
-        if (req.Tools is { ValueKind: System.Text.Json.JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
-            throw OpenAiException.Invalid("tools", "tools are not supported by this server.");
         if (req.ResponseFormat is { ValueKind: System.Text.Json.JsonValueKind.Object } rf && rf.TryGetProperty("type", out var rft)
             && (rft.ValueKind != System.Text.Json.JsonValueKind.String || rft.GetString() != "text"))
             throw OpenAiException.Invalid("response_format", $"response_format type {rft.GetRawText()} is not supported (text only).");
         if (req.TopLogprobs is not null && req.Logprobs != true)
             throw OpenAiException.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
-        var prompt = api.Model.EncodeChat(req.Messages, Field);
+        var tools = req.Tools;
+        switch (req.ToolChoice)
+        {
+            case null or { ValueKind: System.Text.Json.JsonValueKind.Null }:
+                break;
+            case { ValueKind: System.Text.Json.JsonValueKind.String } tc when tc.GetString() == "auto":
+                break;
+            case { ValueKind: System.Text.Json.JsonValueKind.String } tc when tc.GetString() == "none":
+                tools = null; // the model is not to call tools: the template does not offer them
+                break;
+            default:
+                throw OpenAiException.Invalid("tool_choice", "tool_choice must be \"auto\" or \"none\": forcing a tool call is not supported (replies are not parsed into tool calls).");
+        }
+        var prompt = api.Model.EncodeChat(req.Messages, Field, true, tools, req.ChatTemplateKwargs);
         int? maxTokens = req.MaxCompletionTokens ?? req.MaxTokens;
         var job = api.Planner(Field).Plan(RequestIds.Of(ctx), req, [prompt], maxTokens, req.Logprobs == true, req.TopLogprobs ?? 0);
         api.EnsureReady();

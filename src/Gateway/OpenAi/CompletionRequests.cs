@@ -63,7 +63,11 @@ public sealed class ChatCompletionRequest : GenerationFields, Serving.IChatReque
     public int? MaxCompletionTokens { get; set; }
     public bool? Logprobs { get; set; }
     public int? TopLogprobs { get; set; }
+    /// <summary>Function tools, passed to the chat template as <c>tools</c> (the model's reply is not parsed into tool calls).</summary>
     public JsonElement? Tools { get; set; }
+    public JsonElement? ToolChoice { get; set; }
+    /// <summary>Extra chat-template variables (vLLM's <c>chat_template_kwargs</c>), e.g. <c>{"enable_thinking": false}</c>.</summary>
+    public JsonElement? ChatTemplateKwargs { get; set; }
     public JsonElement? ResponseFormat { get; set; }
 }
 
@@ -74,4 +78,25 @@ public sealed class ChatMessageDto
     [JsonConverter(typeof(MessageContentConverter))]
     public string? Content { get; set; }
     public string? Name { get; set; }
+    /// <summary>An assistant message's tool calls.</summary>
+    public List<ToolCallDto>? ToolCalls { get; set; }
+    /// <summary>A tool message: the id of the call it answers.</summary>
+    public string? ToolCallId { get; set; }
+    /// <summary>An assistant message's reasoning, for templates that render it (Qwen3).</summary>
+    public string? ReasoningContent { get; set; }
+}
+
+/// <summary>One tool call of an assistant message: <c>{"id", "type": "function", "function": {"name", "arguments"}}</c>.</summary>
+public sealed class ToolCallDto
+{
+    public string? Id { get; set; }
+    public string? Type { get; set; }
+    public ToolCallFunctionDto? Function { get; set; }
+}
+
+public sealed class ToolCallFunctionDto
+{
+    public string? Name { get; set; }
+    /// <summary>A JSON string (as OpenAI sends it) or a JSON object.</summary>
+    public JsonElement? Arguments { get; set; }
 }

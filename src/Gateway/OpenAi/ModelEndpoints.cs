@@ -1,5 +1,6 @@
 using MoeServer.Kernels.Config;
 using MoeServer.Gateway.Serving;
+using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Gateway.OpenAi;
 
@@ -9,7 +10,8 @@ internal static class ModelEndpoints
     private static readonly Func<string, string> Field = GenerationPlanner.SnakeCase;
 
     private static ModelCard Card(ServedModel m) => new(m.Name, "model", m.Created, "moe-server", m.Config.MaxPositionEmbeddings, m.Name,
-        m.Config.NumExperts, m.Config.NumExpertsPerToken, m.Config.NumLayers, m.Config.Architecture.ToModelType());
+        m.Config.NumExperts, m.Config.NumExpertsPerToken, m.Config.NumLayers, m.Config.Architecture.ToModelType(),
+        new ModelSourceCard(m.Source.Format, m.Source.Architecture, m.Source.ContextLength, m.Source.FileType, m.Source.Files));
 
     public static Task ListAsync(HttpContext ctx, ApiContext api) =>
         ctx.Response.WriteAsJsonAsync(new ModelList("list", [Card(api.Model)]), OpenAiJson.Options, ctx.RequestAborted);
@@ -28,8 +30,8 @@ internal static class ModelEndpoints
         api.Model.CheckModel(req.Model, Field);
         int[] tokens;
         if (req.Prompt is not null && req.Messages is not null) throw OpenAiException.Invalid("prompt", "give either prompt or messages, not both.");
-        if (req.Prompt is not null) tokens = api.Model.Tokenizer.Encode(req.Prompt);
-        else if (req.Messages is not null) tokens = api.Model.EncodeChat(req.Messages, Field, req.AddGenerationPrompt ?? true);
+        if (req.Prompt is not null) tokens = api.Model.Tokenizer.EncodePrompt(req.Prompt);
+        else if (req.Messages is not null) tokens = api.Model.EncodeChat(req.Messages, Field, req.AddGenerationPrompt ?? true, req.Tools, req.ChatTemplateKwargs);
         else throw OpenAiException.Invalid("prompt", "prompt (a string) or messages is required.");
         await ctx.Response.WriteAsJsonAsync(new TokenizeResponse(tokens, tokens.Length, api.Model.Config.MaxPositionEmbeddings),
             OpenAiJson.Options, ctx.RequestAborted).ConfigureAwait(false);

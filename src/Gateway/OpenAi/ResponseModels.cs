@@ -72,9 +72,14 @@ public sealed record ChatDelta(string? Role, string? Content);
 public sealed record ModelList(string Object, IReadOnlyList<ModelCard> Data);
 
 public sealed record ModelCard(string Id, string Object, long Created, string OwnedBy, int MaxModelLen, string Root,
-    int NumExperts, int NumExpertsPerToken, int NumLayers, string Architecture);
+    int NumExperts, int NumExpertsPerToken, int NumLayers, string Architecture, ModelSourceCard Source);
 
-public sealed record TokenizeRequest(string? Model, string? Prompt, List<ChatMessageDto>? Messages, bool? AddGenerationPrompt);
+/// <summary>Where the model came from: format <c>safetensors</c> or <c>gguf</c>, the source's own architecture name,
+/// its context length, the GGUF file type, and the files.</summary>
+public sealed record ModelSourceCard(string Format, string Architecture, int ContextLength,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FileType, IReadOnlyList<string> Files);
+
+public sealed record TokenizeRequest(string? Model, string? Prompt, List<ChatMessageDto>? Messages, bool? AddGenerationPrompt, System.Text.Json.JsonElement? Tools = null, System.Text.Json.JsonElement? ChatTemplateKwargs = null);
 
 public sealed record TokenizeResponse(IReadOnlyList<int> Tokens, int Count, int MaxModelLen);
 

@@ -5,18 +5,11 @@ namespace MoeServer.Gateway.OpenAi;
 
 /// <summary>Token ids as the text and bytes the logprobs fields report (a byte-level token may be part of a UTF-8
 /// character: its text then holds U+FFFD, its bytes are exact).</summary>
-internal sealed class TokenText(HfTokenizer tokenizer)
+internal sealed class TokenText(ITokenizer tokenizer)
 {
     public string Text(int id) => tokenizer.Decode([id]);
 
-    public int[] Bytes(int id)
-    {
-        if (tokenizer.IdToToken(id) is not { } token) return [];
-        if (tokenizer.IsSpecial(id)) return System.Text.Encoding.UTF8.GetBytes(token).Select(b => (int)b).ToArray();
-        var bytes = new List<byte>();
-        ByteLevel.AppendTokenBytes(token, bytes);
-        return bytes.Select(b => (int)b).ToArray();
-    }
+    public int[] Bytes(int id) => tokenizer.TokenBytes(id).Select(b => (int)b).ToArray();
 
     public ChatTokenLogprob ChatEntry(SampledToken t) => new(Text(t.TokenId), t.Logprob, Bytes(t.TokenId),
         t.TopLogprobs.Select(a => new ChatTopLogprob(Text(a.TokenId), a.Logprob, Bytes(a.TokenId))).ToArray());

@@ -54,8 +54,14 @@ public sealed record ModelConfig
     public bool IsSparseLayer(int layer) =>
         NumExperts > 0 && !MlpOnlyLayers.Contains(layer) && (layer + 1) % DecoderSparseStep == 0;
 
+    /// <summary>config.json of an HF checkpoint directory, or the metadata of a GGUF file.</summary>
     public static ModelConfig Load(string modelDir)
     {
+        if (Formats.Gguf.GgufModel.IsGgufPath(modelDir))
+        {
+            using var gguf = Formats.Gguf.GgufModel.Open(modelDir);
+            return gguf.Config;
+        }
         string path = Path.Combine(modelDir, "config.json");
         if (!File.Exists(path))
             throw new ModelConfigException($"{path}: config.json not found");

@@ -1,10 +1,12 @@
 using System.Text.Json;
+using MoeServer.Kernels.Formats.Gguf;
 
 namespace MoeServer.Kernels.Formats;
 
 /// <summary>
 /// The tensors of an HF checkpoint directory: a single model.safetensors, or model.safetensors.index.json with shards.
-/// Every file is memory-mapped once; lookups name the tensor and the file it should be in.
+/// Every file is memory-mapped once; lookups name the tensor and the file it should be in. A GGUF file (or the first
+/// part of a split one) opens as the same thing: its tensors under their HF names (<see cref="GgufModel"/>).
 /// </summary>
 public sealed class Checkpoint : IDisposable
 {
@@ -12,12 +14,17 @@ public sealed class Checkpoint : IDisposable
     public const string IndexFileName = "model.safetensors.index.json";
 
     private readonly Dictionary<string, SafetensorsFile> _files;
-    private readonly Dictionary<string, (TensorEntry Entry, SafetensorsFile File)> _byName = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (TensorEntry Entry, ITensorStore File)> _byName = new(StringComparer.Ordinal);
+    private readonly List<ITensorStore> _extraStores = [];
+    private readonly string _shapeSource = "config.json";
 
     public string Directory { get; }
     public IReadOnlyCollection<string> TensorNames => _byName.Keys;
+    /// <summary>The safetensors files (none for a GGUF model).</summary>
     public IEnumerable<SafetensorsFile> Files => _files.Values;
     public long TotalBytes => _byName.Values.Sum(v => v.Entry.ByteLength);
+    /// <summary>The GGUF model this checkpoint reads, or null for an HF directory.</summary>
+    public GgufModel? Gguf { get; }
 
     private Checkpoint(string dir, Dictionary<string, SafetensorsFile> files)
     {
@@ -25,8 +32,35 @@ public sealed class Checkpoint : IDisposable
         _files = files;
     }
 
+    private Checkpoint(GgufModel gguf)
+    {
+        Directory = gguf.Path;
+        _files = [];
+        Gguf = gguf;
+        _shapeSource = "the GGUF metadata";
+        var views = gguf.Parts.ToDictionary(p => p.Path, p => (ITensorStore)new GgufViewStore(p));
+        _extraStores.AddRange(views.Values);
+        foreach (var (name, (entry, file, source, unpermute)) in gguf.Tensors)
+        {
+            ITensorStore store;
+            if (unpermute)
+            {
+                var owner = gguf.Parts.First(p => p.Path == source.File);
+                store = new UnpermutedRopeStore(owner, source, gguf.Config.HeadDim);
+                _extraStores.Add(store);
+            }
+            else
+            {
+                store = views[file!.Path];
+            }
+            _byName[name] = (entry, store);
+        }
+    }
+
+    /// <summary>Opens an HF checkpoint directory, or a GGUF file (<see cref="GgufModel.Open"/>).</summary>
     public static Checkpoint Open(string dir)
     {
+        if (GgufModel.IsGgufPath(dir)) return new Checkpoint(GgufModel.Open(dir));
         string index = Path.Combine(dir, IndexFileName);
         string single = Path.Combine(dir, SingleFileName);
         if (File.Exists(index)) return OpenSharded(dir, index);
@@ -46,6 +80,7 @@ public sealed class Checkpoint : IDisposable
     /// </summary>
     public static IReadOnlyList<string> FilePaths(string dir)
     {
+        if (GgufModel.IsGgufPath(dir)) return GgufModel.FilePaths(dir);
         string index = Path.Combine(dir, IndexFileName);
         string single = Path.Combine(dir, SingleFileName);
         if (File.Exists(index))
@@ -122,11 +157,11 @@ public sealed class Checkpoint : IDisposable
         var (entry, _) = Lookup(name);
         if (!entry.Shape.SequenceEqual(expectedShape))
             throw new CheckpointFormatException(entry.File, name,
-                $"shape {entry.ShapeText} disagrees with config.json, which implies [{string.Join(", ", expectedShape)}]");
+                $"shape {entry.ShapeText} disagrees with {_shapeSource}, which implies [{string.Join(", ", expectedShape)}]");
         return entry;
     }
 
-    public ReadOnlySpan<byte> GetBytes(TensorEntry entry) => _byName[entry.Name].File.GetBytes(entry);
+    public unsafe ReadOnlySpan<byte> GetBytes(TensorEntry entry) => new(GetPointer(entry), checked((int)entry.ByteLength));
 
     public unsafe byte* GetPointer(TensorEntry entry) => _byName[entry.Name].File.GetPointer(entry);
 
@@ -149,10 +184,10 @@ public sealed class Checkpoint : IDisposable
         return total == 0 ? 0 : cached / total;
     }
 
-    private (TensorEntry Entry, SafetensorsFile File) Lookup(string name)
+    private (TensorEntry Entry, ITensorStore File) Lookup(string name)
     {
         if (_byName.TryGetValue(name, out var v)) return v;
-        string where = _files.Count == 1 ? _files.Keys.First() : Path.Combine(Directory, IndexFileName);
+        string where = Gguf is not null ? Gguf.Path : _files.Count == 1 ? _files.Keys.First() : Path.Combine(Directory, IndexFileName);
         throw new CheckpointFormatException(where, name, "missing from the checkpoint");
     }
 
@@ -160,5 +195,8 @@ public sealed class Checkpoint : IDisposable
     {
         foreach (var f in _files.Values) f.Dispose();
         _files.Clear();
+        foreach (var s in _extraStores) s.Dispose();
+        _extraStores.Clear();
+        Gguf?.Dispose();
     }
 }

@@ -11,6 +11,8 @@ namespace MoeServer.Kernels.Formats;
 /// <see cref="SampleBlockBytes"/> spread evenly over the tensor bytes). The headers catch any change of shapes,
 /// dtypes, offsets or file size; the sample catches retrained weights of the same shapes, which a header cannot
 /// show. At most 64 KiB of tensor data per file is read, so multi-GB shards cost a few page reads.
+/// A GGUF model (a file, or every part of a split file) is hashed the same way: each part's name, length, whole
+/// header (metadata, tokenizer and tensor infos up to the aligned data offset) and the data sample.
 /// </summary>
 public static class CheckpointFingerprint
 {
@@ -21,6 +23,25 @@ public static class CheckpointFingerprint
     public static string Compute(string dir)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        if (Gguf.GgufModel.IsGgufPath(dir))
+        {
+            AppendBlock(sha, "gguf"u8);
+            foreach (string part in Gguf.GgufModel.FilePaths(dir))
+            {
+                if (!File.Exists(part)) throw new CheckpointFormatException(part, null, "file not found (a part of a split GGUF)");
+                AppendBlock(sha, Encoding.UTF8.GetBytes(Path.GetFileName(part)));
+                long dataOffset;
+                using (var g = Gguf.GgufMappedFile.Open(part))
+                {
+                    dataOffset = g.DataOffset;
+                    AppendBlock(sha, g.HeaderBytes);
+                }
+                using var fs = new FileStream(part, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1, FileOptions.SequentialScan);
+                AppendInt64(sha, fs.Length);
+                AppendDataSample(sha, fs, Math.Min(dataOffset, fs.Length));
+            }
+            return Convert.ToHexStringLower(sha.GetHashAndReset().AsSpan(0, 16));
+        }
         string config = Path.Combine(dir, "config.json");
         if (!File.Exists(config)) throw new CheckpointFormatException(config, null, "config.json not found");
         AppendBlock(sha, File.ReadAllBytes(config));

@@ -8,7 +8,7 @@ namespace MoeServer.Kernels.Formats;
 /// counts that match dtype x shape), so a truncated or corrupt file fails at open, naming the file and tensor.
 /// Tensor bytes are read straight from the mapping: no intermediate managed copy.
 /// </summary>
-public sealed unsafe class SafetensorsFile : IDisposable
+public sealed unsafe class SafetensorsFile : ITensorStore
 {
     internal const long MaxHeaderBytes = 100L * 1024 * 1024;
     private readonly MemoryMappedFile? _map;

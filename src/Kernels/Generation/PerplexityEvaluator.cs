@@ -58,7 +58,7 @@ public static class PerplexityEvaluator
     /// A text file as training sees it: every non-empty line is a document, encoded without special-token parsing
     /// and ended by the end-of-text token.
     /// </summary>
-    public static int[] LineDocuments(HfTokenizer tokenizer, string path)
+    public static int[] LineDocuments(ITokenizer tokenizer, string path)
     {
         int eos = tokenizer.EosId ?? throw new InvalidDataException("the tokenizer has no end-of-text token to separate documents");
         var tokens = new List<int>();

@@ -16,7 +16,7 @@ public sealed record GenerationResult(string Text, FinishReason FinishReason, in
 /// prefill the prompt, then sample token by token, streaming text that is final (split UTF-8 characters and
 /// possible stop-string prefixes are held back until they resolve).
 /// </summary>
-public sealed class TextGenerator(MoeModel model, HfTokenizer tokenizer)
+public sealed class TextGenerator(MoeModel model, ITokenizer tokenizer)
 {
     /// <summary>Prefill chunk size: long prompts are fed in pieces to bound activation memory.</summary>
     public int PrefillChunk { get; init; } = 512;

@@ -24,6 +24,10 @@ public sealed partial class MoeModel : IDisposable
     private readonly RotaryEmbedding? _routerRope;
     private readonly Scalar _rmsEps;
 
+    // index_add_'s alpha: a literal 1.0 would become a temporary Scalar the GC may finalize on its own thread while
+    // libtorch still reads it (the JIT drops the reference once the handle is passed), corrupting c10::Scalar.
+    private static readonly Scalar One = 1.0.ToScalar();
+
     public ModelConfig Config { get; }
     public ModelWeights Weights { get; }
     /// <summary>Where the weights, caches and activations live. The native kernels serve CPU nodes; on any other
@@ -435,7 +439,7 @@ public sealed partial class MoeModel : IDisposable
             var g = routing.Groups[i];
             var idx = torch.tensor(g.Rows.Select(r => (long)r).ToArray(), device: Device);
             var gw = torch.tensor(g.Weights, [g.Weights.Length, 1], device: Device);
-            acc.index_add_(0, idx, outputs[i] * gw, 1.0);
+            acc.index_add_(0, idx, outputs[i] * gw, One);
         }
         if (w.SharedExpert is not null) acc.add_(SharedExpertOutput(w, mlpInput));
         return scope.MoveToOuter(x + acc);

@@ -1,34 +1,25 @@
-using System.Text;
 using System.Text.Json;
-using System.Text.RegularExpressions;
+using MoeServer.Kernels.Jinja;
 
 namespace MoeServer.Kernels.Tokenization;
 
-/// <summary>The chat-template families <see cref="ChatTemplate"/> can render.</summary>
-public enum ChatTemplateFamily
-{
-    /// <summary>ChatML (<c>&lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n</c>), optionally with Qwen's default system message.</summary>
-    ChatMl,
-
-    /// <summary>Mistral/Mixtral <c>[INST] ... [/INST]</c> alternation.</summary>
-    MistralInst,
-}
-
 /// <summary>
-/// A chat template recognised from its Jinja source by fingerprint and rendered natively, producing
-/// exactly what the Jinja template renders (under transformers' settings: trim_blocks, lstrip_blocks).
-/// Recognised: ChatML (plain, Qwen1.5/Qwen2 with the in-loop default system message, Qwen2.5 with the
-/// default system header and tools section, for conversations without tools) and the Mistral/Mixtral
-/// instruct templates (v0 without system support, v1 with the system message folded into a user turn).
-/// Anything else throws <see cref="ChatTemplateException"/> naming the template; use an override then.
+/// A model's Jinja chat template, rendered by <see cref="JinjaTemplate"/> exactly as transformers'
+/// <c>apply_chat_template</c> renders it (jinja2 sandbox, trim_blocks, lstrip_blocks; checked against python3-jinja2 by
+/// golden tests). Any template in the supported Jinja subset works (docs/chat-templates.md), tools included.
 /// </summary>
-public sealed partial class ChatTemplate
+public sealed class ChatTemplate
 {
     /// <summary>Name of the transformers tokenizer settings file holding <c>chat_template</c>.</summary>
     public const string ConfigFileName = "tokenizer_config.json";
 
     /// <summary>Name of the standalone template file newer transformers versions write.</summary>
     public const string JinjaFileName = "chat_template.jinja";
+
+    private static readonly HashSet<string> ReservedVariables = new(StringComparer.Ordinal) { "messages", "tools", "add_generation_prompt" };
+
+    private readonly JinjaTemplate _compiled;
+    private ChatTemplate? _toolUse;
 
     /// <summary>Override names and the templates they stand for.</summary>
     public static IReadOnlyDictionary<string, string> BuiltInOverrides { get; } =
@@ -43,60 +34,34 @@ public sealed partial class ChatTemplate
         };
 
     private const string Hint =
-        "Pass a chat template override: \"chatml\", \"chatml-plain\", \"mistral\", \"mistral-v0\" or a path to a file holding a supported Jinja template.";
+        "Pass a chat template override: \"chatml\", \"chatml-plain\", \"mistral\", \"mistral-v0\" or a path to a Jinja template file.";
 
-    private const string ImStart = "<|im_start|>";
-    private const string ImEnd = "<|im_end|>";
-
-    // ChatML parameters.
-    private ChatMlVariant _chatMl;
-    private bool _hasGenerationPrompt;
-
-    // Mistral parameters.
-    private bool _mistralHasSystem;
-    private bool _mistralSystemOnLast;
-    private string _userOpen = string.Empty;
-    private string _userClose = string.Empty;
-    private string _systemOpen = string.Empty;
-    private string _systemSeparator = string.Empty;
-    private string _systemClose = string.Empty;
-    private string _assistantPrefix = string.Empty;
-    private string? _eosLiteral;
-    private string _alternationError = string.Empty;
-    private string _rolesError = string.Empty;
-
-    private ChatTemplate(string template, string source, string? bosToken, string? eosToken)
+    private ChatTemplate(string template, string source, string? bosToken, string? eosToken, JinjaTemplate compiled)
     {
         Template = template;
         Source = source;
         BosToken = bosToken;
         EosToken = eosToken;
+        _compiled = compiled;
     }
-
-    private enum ChatMlVariant
-    {
-        Plain,
-        DefaultSystemInLoop,
-        DefaultSystemHeader,
-    }
-
-    /// <summary>The recognised family.</summary>
-    public ChatTemplateFamily Family { get; private set; }
 
     /// <summary>The Jinja source.</summary>
     public string Template { get; }
 
-    /// <summary>Where the template came from (file path or override name).</summary>
+    /// <summary>Where the template came from (file path, override name, "GGUF tokenizer.chat_template", ...).</summary>
     public string Source { get; }
 
-    /// <summary>The bos_token the template is rendered with (null renders as empty).</summary>
+    /// <summary>The bos_token the template is rendered with (null: undefined in the template, as transformers leaves it).</summary>
     public string? BosToken { get; }
 
     /// <summary>The eos_token the template is rendered with.</summary>
     public string? EosToken { get; }
 
-    /// <summary>The default system message a ChatML (Qwen) template inserts, if any.</summary>
-    public string? DefaultSystemMessage { get; private set; }
+    /// <summary>
+    /// The "tool_use" entry of a tokenizer_config.json template list, which transformers renders instead of the
+    /// "default" one whenever tools are passed; null when there is none.
+    /// </summary>
+    public string? ToolUseTemplate => _toolUse?.Template;
 
     /// <summary>
     /// Loads the chat template of a model directory: the override when given, otherwise
@@ -110,6 +75,7 @@ public sealed partial class ChatTemplate
         string? bos = null;
         string? eos = null;
         string? template = null;
+        string? toolUseTemplate = null;
         string? templateSource = null;
         if (File.Exists(configPath))
         {
@@ -126,7 +92,7 @@ public sealed partial class ChatTemplate
                 eos = HfTokenizer.ReadTokenSetting(root, "eos_token");
                 if (root.TryGetProperty("chat_template", out JsonElement ct))
                 {
-                    template = ReadTemplateSetting(ct, configPath);
+                    (template, toolUseTemplate) = ReadTemplateSetting(ct, configPath);
                     templateSource = configPath;
                 }
             }
@@ -157,7 +123,13 @@ public sealed partial class ChatTemplate
                 $"No chat template found: {configPath} has no \"chat_template\" and there is no {JinjaFileName}. {Hint}");
         }
 
-        return FromJinja(template, bos, eos, templateSource!);
+        ChatTemplate loaded = FromJinja(template, bos, eos, templateSource!);
+        if (toolUseTemplate is not null)
+        {
+            loaded._toolUse = FromJinja(toolUseTemplate, bos, eos, $"{templateSource} (tool_use)");
+        }
+
+        return loaded;
     }
 
     /// <summary>
@@ -183,477 +155,167 @@ public sealed partial class ChatTemplate
             $"Unknown chat template override '{nameOrPath}': not one of {string.Join(", ", BuiltInOverrides.Keys.Select(k => $"\"{k}\""))} and no such file.");
     }
 
-    /// <summary>Recognises a Jinja template; throws <see cref="ChatTemplateException"/> naming it when unsupported.</summary>
+    /// <summary>
+    /// Parses a Jinja chat template (from tokenizer_config.json, chat_template.jinja, a GGUF file's
+    /// <c>tokenizer.chat_template</c>, or an override).
+    /// </summary>
+    /// <exception cref="ChatTemplateException">A syntax error or a construct outside the supported subset, naming it and its line.</exception>
     public static ChatTemplate FromJinja(string template, string? bosToken, string? eosToken, string source = "chat template")
     {
         ArgumentNullException.ThrowIfNull(template);
-        var t = new ChatTemplate(template, source, bosToken, eosToken);
-        string? reason = t.Recognise();
-        if (reason is not null)
+        try
         {
-            string head = template.Length > 80 ? template[..80] + "…" : template;
-            throw new ChatTemplateException(
-                $"Unrecognised chat template in {source} ({reason}): \"{head}\". Supported families: ChatML (Qwen) and Mistral/Mixtral [INST]. {Hint}");
+            return new ChatTemplate(template, source, bosToken, eosToken, JinjaTemplate.Parse(template));
         }
-
-        return t;
-    }
-
-    /// <summary>Renders the conversation as the Jinja template would.</summary>
-    /// <exception cref="ChatTemplateException">The template rejects the conversation (e.g. non-alternating roles).</exception>
-    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
-    {
-        ArgumentNullException.ThrowIfNull(messages);
-        return Family == ChatTemplateFamily.ChatMl
-            ? RenderChatMl(messages, addGenerationPrompt)
-            : RenderMistral(messages);
-    }
-
-    private string RenderChatMl(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
-    {
-        var sb = new StringBuilder();
-        int start = 0;
-        if (_chatMl == ChatMlVariant.DefaultSystemHeader)
+        catch (JinjaException e)
         {
-            if (messages.Count == 0)
-            {
-                throw new ChatTemplateException($"{Source}: the template reads messages[0]; an empty conversation cannot be rendered.");
-            }
-
-            if (messages[0].Role == "system")
-            {
-                AppendChatMl(sb, "system", messages[0].Content);
-                start = 1;
-            }
-            else
-            {
-                AppendChatMl(sb, "system", DefaultSystemMessage!);
-            }
-
-            for (int i = start; i < messages.Count; i++)
-            {
-                ChatMessage m = messages[i];
-                switch (m.Role)
-                {
-                    case "user" or "system" or "assistant":
-                        AppendChatMl(sb, m.Role, m.Content);
-                        break;
-                    case "tool":
-                        throw new NotSupportedException($"{Source}: tool messages are not supported by the native renderer of this template.");
-                    default:
-                        break; // the template emits nothing for other roles
-                }
-            }
+            throw new ChatTemplateException($"Chat template in {source} cannot be used: {e.Message}. {Hint}", e);
         }
-        else
-        {
-            for (int i = 0; i < messages.Count; i++)
-            {
-                ChatMessage m = messages[i];
-                if (i == 0 && _chatMl == ChatMlVariant.DefaultSystemInLoop && m.Role != "system")
-                {
-                    AppendChatMl(sb, "system", DefaultSystemMessage!);
-                }
-
-                AppendChatMl(sb, m.Role, m.Content);
-            }
-        }
-
-        if (addGenerationPrompt && _hasGenerationPrompt)
-        {
-            sb.Append(ImStart).Append("assistant\n");
-        }
-
-        return sb.ToString();
-    }
-
-    private static void AppendChatMl(StringBuilder sb, string role, string content) =>
-        sb.Append(ImStart).Append(role).Append('\n').Append(content).Append(ImEnd).Append('\n');
-
-    private string RenderMistral(IReadOnlyList<ChatMessage> messages)
-    {
-        string? system = null;
-        int start = 0;
-        if (_mistralHasSystem)
-        {
-            if (messages.Count == 0)
-            {
-                throw new ChatTemplateException($"{Source}: the template reads messages[0]; an empty conversation cannot be rendered.");
-            }
-
-            if (messages[0].Role == "system")
-            {
-                system = messages[0].Content;
-                start = 1;
-            }
-        }
-
-        var sb = new StringBuilder();
-        sb.Append(BosToken);
-        int count = messages.Count - start;
-        for (int k = 0; k < count; k++)
-        {
-            ChatMessage m = messages[start + k];
-            if ((m.Role == "user") != (k % 2 == 0))
-            {
-                throw new ChatTemplateException(_alternationError);
-            }
-
-            if (m.Role == "user")
-            {
-                bool withSystem = system is not null && (_mistralSystemOnLast ? k == count - 1 : k == 0);
-                if (withSystem)
-                {
-                    sb.Append(_systemOpen).Append(system).Append(_systemSeparator).Append(m.Content).Append(_systemClose);
-                }
-                else
-                {
-                    sb.Append(_userOpen).Append(m.Content).Append(_userClose);
-                }
-            }
-            else if (m.Role == "assistant")
-            {
-                string eos = _eosLiteral ?? EosToken
-                    ?? throw new ChatTemplateException($"{Source}: the template appends eos_token, but no eos_token is set.");
-                sb.Append(_assistantPrefix).Append(m.Content).Append(eos);
-            }
-            else
-            {
-                throw new ChatTemplateException(_rolesError);
-            }
-        }
-
-        return sb.ToString();
-    }
-
-    // ---- Recognition ----------------------------------------------------------------------------
-
-    private const string Plus = @"\s*\+\s*";
-    private const string Content = @"(?:message\[(?:'content'|""content"")\]|message\.content)";
-    private const string Role = @"(?:message\[(?:'role'|""role"")\]|message\.role)";
-    private const string Open = @"\{\{-?\s*";
-    private const string Close = @"\s*-?\}\}";
-
-    private static string Lit(string name) =>
-        $@"(?:'(?<{name}>(?:[^'\\]|\\.)*)'|""(?<{name}>(?:[^""\\]|\\.)*)"")";
-
-    private static readonly Regex AnyLiteral = new(Lit("v"), RegexOptions.CultureInvariant);
-
-    private static readonly Regex ChatMlMessage = new(
-        Lit("open") + Plus + Role + Plus + Lit("nl") + Plus + Content + Plus + Lit("end1") + $"(?:{Plus}{Lit("end2")})?",
-        RegexOptions.CultureInvariant);
-
-    private static readonly Regex MistralUser = new(
-        Open + Lit("uo") + Plus + Content + Plus + Lit("uc") + Close, RegexOptions.CultureInvariant);
-
-    private static readonly Regex MistralSystem = new(
-        Open + Lit("so") + Plus + "system_message" + Plus + Lit("sep") + Plus + Content + Plus + Lit("sc") + Close,
-        RegexOptions.CultureInvariant);
-
-    private static readonly Regex MistralAssistant = new(
-        Open + $"(?:{Lit("ap")}{Plus})?" + Content + Plus + $"(?:(?<eosvar>eos_token)|{Lit("eos")})" + Close,
-        RegexOptions.CultureInvariant);
-
-    private static readonly Regex BosExpression = new(Open + "bos_token" + Close, RegexOptions.CultureInvariant);
-
-    private static readonly Regex RaiseException = new(
-        @"raise_exception\(\s*" + Lit("msg") + @"\s*\)", RegexOptions.CultureInvariant);
-
-    private string? Recognise()
-    {
-        string t = Template;
-        string? ws = CheckWhitespace(t);
-        if (t.Contains(ImStart, StringComparison.Ordinal) && t.Contains(ImEnd, StringComparison.Ordinal))
-        {
-            Family = ChatTemplateFamily.ChatMl;
-            return ws ?? RecogniseChatMl(t);
-        }
-
-        if (t.Contains("[INST]", StringComparison.Ordinal) && t.Contains("[/INST]", StringComparison.Ordinal))
-        {
-            Family = ChatTemplateFamily.MistralInst;
-            return ws ?? RecogniseMistral(t);
-        }
-
-        return "no known family fingerprint";
-    }
-
-    private string? RecogniseChatMl(string t)
-    {
-        foreach (string marker in new[] { "enable_thinking", "reasoning_content", "<think>", "image", "video", "generation %}" })
-        {
-            if (t.Contains(marker, StringComparison.Ordinal))
-            {
-                return $"ChatML variant using '{marker}' is not supported";
-            }
-        }
-
-        Match m = ChatMlMessage.Match(t);
-        if (!m.Success
-            || Unescape(m.Groups["open"].Value) != ImStart
-            || Unescape(m.Groups["nl"].Value) != "\n"
-            || Unescape(m.Groups["end1"].Value) + Unescape(m.Groups["end2"].Value) != ImEnd + "\n")
-        {
-            return "ChatML per-message expression not found";
-        }
-
-        const string sysHead = ImStart + "system\n";
-        const string sysTail = ImEnd + "\n";
-        foreach (Match lit in AnyLiteral.Matches(t))
-        {
-            string v = Unescape(lit.Groups["v"].Value);
-            if (v.Length > sysHead.Length + sysTail.Length
-                && v.StartsWith(sysHead, StringComparison.Ordinal)
-                && v.EndsWith(sysTail, StringComparison.Ordinal))
-            {
-                DefaultSystemMessage = v[sysHead.Length..^sysTail.Length];
-                break;
-            }
-        }
-
-        _hasGenerationPrompt = t.Contains("add_generation_prompt", StringComparison.Ordinal)
-            && AnyLiteral.Matches(t).Any(l => Unescape(l.Groups["v"].Value) == ImStart + "assistant\n");
-
-        bool tools = t.Contains("tool_call", StringComparison.Ordinal) || t.Contains("tools", StringComparison.Ordinal);
-        if (tools)
-        {
-            if (DefaultSystemMessage is null)
-            {
-                return "ChatML template with tools but no default system message";
-            }
-
-            _chatMl = ChatMlVariant.DefaultSystemHeader;
-            return null;
-        }
-
-        if (t.Contains("loop.last", StringComparison.Ordinal))
-        {
-            return "ChatML variant using 'loop.last' is not supported";
-        }
-
-        if (DefaultSystemMessage is not null)
-        {
-            if (!Regex.IsMatch(t, @"loop\.first\s+and\s+messages\[0\]\[(?:'role'|""role"")\]\s*!=\s*(?:'system'|""system"")"))
-            {
-                return "ChatML default system message under an unknown condition";
-            }
-
-            _chatMl = ChatMlVariant.DefaultSystemInLoop;
-            return null;
-        }
-
-        if (t.Contains("system", StringComparison.Ordinal) && !t.Contains("'system'", StringComparison.Ordinal))
-        {
-            return "ChatML template with unknown system handling";
-        }
-
-        _chatMl = ChatMlVariant.Plain;
-        return null;
-    }
-
-    private string? RecogniseMistral(string t)
-    {
-        foreach (string marker in new[] { "tools", "tool_calls", "[AVAILABLE_TOOLS]", "[SYSTEM_PROMPT]", "namespace" })
-        {
-            if (t.Contains(marker, StringComparison.Ordinal))
-            {
-                return $"Mistral variant using '{marker}' is not supported";
-            }
-        }
-
-        if (!BosExpression.IsMatch(t))
-        {
-            return "Mistral template without a bos_token expression";
-        }
-
-        Match user = MistralUser.Match(t);
-        if (!user.Success)
-        {
-            return "Mistral user-turn expression not found";
-        }
-
-        _userOpen = Unescape(user.Groups["uo"].Value);
-        _userClose = Unescape(user.Groups["uc"].Value);
-        if (!_userOpen.Contains("[INST]", StringComparison.Ordinal) || !_userClose.Contains("[/INST]", StringComparison.Ordinal))
-        {
-            return "Mistral user-turn expression not recognised";
-        }
-
-        Match? assistant = MistralAssistant.Matches(t).FirstOrDefault(a =>
-            a.Groups["eosvar"].Success || !Unescape(a.Groups["eos"].Value).Contains("INST", StringComparison.Ordinal));
-        if (assistant is null)
-        {
-            return "Mistral assistant-turn expression not found";
-        }
-
-        _assistantPrefix = Unescape(assistant.Groups["ap"].Value);
-        _eosLiteral = assistant.Groups["eosvar"].Success ? null : Unescape(assistant.Groups["eos"].Value);
-
-        var raises = RaiseException.Matches(t).Select(r => Unescape(r.Groups["msg"].Value)).ToList();
-        string? alternation = raises.FirstOrDefault(r => r.Contains("alternate", StringComparison.Ordinal));
-        string? roles = raises.FirstOrDefault(r => !r.Contains("alternate", StringComparison.Ordinal));
-        if (alternation is null || roles is null)
-        {
-            return "Mistral template without the role checks";
-        }
-
-        _alternationError = alternation;
-        _rolesError = roles;
-
-        _mistralHasSystem = t.Contains("system_message", StringComparison.Ordinal);
-        if (_mistralHasSystem)
-        {
-            Match sys = MistralSystem.Match(t);
-            if (!sys.Success)
-            {
-                return "Mistral system-message expression not found";
-            }
-
-            _systemOpen = Unescape(sys.Groups["so"].Value);
-            _systemSeparator = Unescape(sys.Groups["sep"].Value);
-            _systemClose = Unescape(sys.Groups["sc"].Value);
-            if (Regex.IsMatch(t, @"loop\.first\s+and\s+system_message\s+is\s+defined"))
-            {
-                _mistralSystemOnLast = false;
-            }
-            else if (Regex.IsMatch(t, @"loop\.last\s+and\s+system_message\s+is\s+defined"))
-            {
-                _mistralSystemOnLast = true;
-            }
-            else
-            {
-                return "Mistral system message under an unknown condition";
-            }
-        }
-        else if (t.Contains("system", StringComparison.Ordinal) && !t.Contains("raise_exception", StringComparison.Ordinal))
-        {
-            return "Mistral template with unknown system handling";
-        }
-
-        return null;
     }
 
     /// <summary>
-    /// Returns a reason when text outside the Jinja tags would be emitted (the native renderers assume
-    /// the template's output comes from its expressions only). Whitespace is fine when a '-' modifier
-    /// strips it, or when it is the single newline trim_blocks removes after a block tag, or the single
-    /// trailing newline Jinja drops at the end of the template.
+    /// Renders the conversation with the variables transformers passes: <c>messages</c>, <c>tools</c> (none without
+    /// tools), <c>documents</c> (none), <c>add_generation_prompt</c>, <c>bos_token</c>, <c>eos_token</c>, and
+    /// <paramref name="variables"/> (extra template kwargs such as <c>enable_thinking</c>; JSON values, strings, numbers,
+    /// booleans, lists and dictionaries).
     /// </summary>
-    private static string? CheckWhitespace(string t)
+    /// <exception cref="ChatTemplateException">
+    /// The template refused the conversation (<c>raise_exception</c>: the message is the template's own) or failed
+    /// while rendering it (undefined value used, type error), naming the template line.
+    /// </exception>
+    public string Render(
+        IReadOnlyList<ChatMessage> messages,
+        bool addGenerationPrompt,
+        IReadOnlyList<JsonElement>? tools = null,
+        IReadOnlyDictionary<string, object?>? variables = null,
+        Func<DateTime>? now = null)
     {
-        int pos = 0;
-        bool prevStripsRight = true; // start of template: nothing before
-        bool prevIsBlock = false;
-        while (pos <= t.Length)
+        ArgumentNullException.ThrowIfNull(messages);
+        if (tools is not null && _toolUse is not null)
         {
-            int next = NextTagStart(t, pos);
-            string text = next < 0 ? t[pos..] : t[pos..next];
-            bool nextStripsLeft = next >= 0 && next + 2 < t.Length && t[next + 2] == '-';
-            if (text.Length > 0)
+            return _toolUse.Render(messages, addGenerationPrompt, tools, variables, now);
+        }
+
+        var vars = new Dictionary<string, object?>(StringComparer.Ordinal)
+        {
+            ["messages"] = messages.Select(ToTemplateValue).ToList(),
+            ["tools"] = tools?.Select(t => (object?)t).ToList(),
+            ["documents"] = null,
+            ["add_generation_prompt"] = addGenerationPrompt,
+        };
+        if (BosToken is not null)
+        {
+            vars["bos_token"] = BosToken;
+        }
+
+        if (EosToken is not null)
+        {
+            vars["eos_token"] = EosToken;
+        }
+
+        if (variables is not null)
+        {
+            foreach (KeyValuePair<string, object?> kv in variables)
             {
-                bool allWhite = string.IsNullOrWhiteSpace(text);
-                bool ok = allWhite && (prevStripsRight || nextStripsLeft
-                    || (prevIsBlock && text == "\n")
-                    || (next < 0 && text == "\n")
-                    || (prevIsBlock && next < 0 && text == "\n"));
-                if (!ok)
+                if (ReservedVariables.Contains(kv.Key))
                 {
-                    return "text outside the template tags";
+                    throw new ArgumentException($"the template variable '{kv.Key}' is set by ChatTemplate.Render itself", nameof(variables));
                 }
-            }
 
-            if (next < 0)
-            {
-                break;
+                vars[kv.Key] = kv.Value;
             }
-
-            char kind = t[next + 1];
-            string closer = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
-            int end = t.IndexOf(closer, next + 2, StringComparison.Ordinal);
-            if (end < 0)
-            {
-                return "unterminated tag";
-            }
-
-            prevStripsRight = end > 0 && t[end - 1] == '-';
-            prevIsBlock = kind is '%' or '#';
-            pos = end + 2;
         }
 
-        return null;
+        try
+        {
+            return _compiled.Render(vars, now);
+        }
+        catch (JinjaException e) when (e.Kind == JinjaErrorKind.Raised)
+        {
+            throw new ChatTemplateException(e.Message, e);
+        }
+        catch (JinjaException e)
+        {
+            throw new ChatTemplateException($"{Source}: the chat template failed: {e.Message}", e);
+        }
     }
 
-    private static int NextTagStart(string t, int from)
+    /// <summary>The message as the dict transformers' templates read: role, content, then the optional keys that are set.</summary>
+    private static Dictionary<string, object?> ToTemplateValue(ChatMessage m)
     {
-        for (int i = from; i + 1 < t.Length; i++)
+        var d = new Dictionary<string, object?>(StringComparer.Ordinal)
         {
-            if (t[i] == '{' && t[i + 1] is '{' or '%' or '#')
-            {
-                return i;
-            }
+            ["role"] = m.Role,
+            ["content"] = m.Parts is not null
+                ? m.Parts.Select(p => (object?)(p.Text is null
+                    ? new Dictionary<string, object?> { ["type"] = p.Type }
+                    : new Dictionary<string, object?> { ["type"] = p.Type, ["text"] = p.Text })).ToList()
+                : m.Content,
+        };
+        if (m.ReasoningContent is not null)
+        {
+            d["reasoning_content"] = m.ReasoningContent;
         }
 
-        return -1;
+        if (m.ToolCalls is not null)
+        {
+            d["tool_calls"] = m.ToolCalls.Select(c =>
+            {
+                var call = new Dictionary<string, object?>(StringComparer.Ordinal);
+                if (c.Id is not null)
+                {
+                    call["id"] = c.Id;
+                }
+
+                call["type"] = "function";
+                call["function"] = new Dictionary<string, object?>(StringComparer.Ordinal) { ["name"] = c.Name, ["arguments"] = c.Arguments };
+                return (object?)call;
+            }).ToList();
+        }
+
+        if (m.ToolCallId is not null)
+        {
+            d["tool_call_id"] = m.ToolCallId;
+        }
+
+        if (m.Name is not null)
+        {
+            d["name"] = m.Name;
+        }
+
+        return d;
     }
 
-    /// <summary>Jinja string-literal escapes (Python style).</summary>
-    private static string Unescape(string s)
-    {
-        if (!s.Contains('\\', StringComparison.Ordinal))
-        {
-            return s;
-        }
-
-        var sb = new StringBuilder(s.Length);
-        for (int i = 0; i < s.Length; i++)
-        {
-            char c = s[i];
-            if (c != '\\' || i + 1 >= s.Length)
-            {
-                sb.Append(c);
-                continue;
-            }
-
-            char e = s[++i];
-            switch (e)
-            {
-                case 'n': sb.Append('\n'); break;
-                case 't': sb.Append('\t'); break;
-                case 'r': sb.Append('\r'); break;
-                case '\\': sb.Append('\\'); break;
-                case '\'': sb.Append('\''); break;
-                case '"': sb.Append('"'); break;
-                case 'u' when i + 4 < s.Length:
-                    sb.Append((char)Convert.ToInt32(s.Substring(i + 1, 4), 16));
-                    i += 4;
-                    break;
-                default: sb.Append('\\').Append(e); break;
-            }
-        }
-
-        return sb.ToString();
-    }
-
-    private static string? ReadTemplateSetting(JsonElement ct, string configPath)
+    /// <summary>chat_template: a string, or transformers' list of {name, template} ("default", and "tool_use" for requests with tools).</summary>
+    private static (string? Default, string? ToolUse) ReadTemplateSetting(JsonElement ct, string configPath)
     {
         switch (ct.ValueKind)
         {
             case JsonValueKind.Null:
-                return null;
+                return (null, null);
             case JsonValueKind.String:
-                return ct.GetString();
+                return (ct.GetString(), null);
             case JsonValueKind.Array:
+                string? def = null, toolUse = null;
                 foreach (JsonElement item in ct.EnumerateArray())
                 {
                     if (item.ValueKind == JsonValueKind.Object
-                        && item.TryGetProperty("name", out JsonElement n) && n.ValueKind == JsonValueKind.String && n.GetString() == "default"
+                        && item.TryGetProperty("name", out JsonElement n) && n.ValueKind == JsonValueKind.String
                         && item.TryGetProperty("template", out JsonElement tpl) && tpl.ValueKind == JsonValueKind.String)
                     {
-                        return tpl.GetString();
+                        if (n.GetString() == "default")
+                        {
+                            def ??= tpl.GetString();
+                        }
+                        else if (n.GetString() == "tool_use")
+                        {
+                            toolUse ??= tpl.GetString();
+                        }
                     }
                 }
 
-                throw new ChatTemplateException($"{configPath}: chat_template is a list without a \"default\" entry. {Hint}");
+                return def is not null ? (def, toolUse)
+                    : throw new ChatTemplateException($"{configPath}: chat_template is a list without a \"default\" entry. {Hint}");
             default:
                 throw new InvalidDataException($"{configPath}: chat_template must be a string or a list of {{name, template}}.");
         }

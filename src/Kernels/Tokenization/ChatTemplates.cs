@@ -1,8 +1,9 @@
 namespace MoeServer.Kernels.Tokenization;
 
 /// <summary>
-/// Real chat templates (Jinja source exactly as found in the models' tokenizer_config.json), for
-/// writing into generated checkpoints. <see cref="ChatTemplate"/> recognises all of them.
+/// Real chat templates (Jinja source exactly as found in the models' tokenizer_config.json), for writing into
+/// generated checkpoints and as the server's built-in overrides (<see cref="ChatTemplate.BuiltInOverrides"/>).
+/// Each is also a golden template (tests/Kernels.Tests/Jinja/golden/templates/builtin_*.jinja).
 /// </summary>
 public static class ChatTemplates
 {

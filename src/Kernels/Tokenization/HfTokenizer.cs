@@ -16,7 +16,7 @@ namespace MoeServer.Kernels.Tokenization;
 /// ByteLevel without regex, as Qwen2 uses), normalizer null or NFC, both merges forms ("a b" and
 /// ["a","b"]). Encode adds no bos/eos (no post-processing): chat templates put them in the text.
 /// </remarks>
-public sealed class HfTokenizer
+public sealed class HfTokenizer : ITokenizer
 {
     /// <summary>File name of the tokenizer definition.</summary>
     public const string TokenizerFileName = "tokenizer.json";
@@ -105,6 +105,9 @@ public sealed class HfTokenizer
 
     /// <summary>The eos token id, if tokenizer_config.json names one that is in the vocabulary.</summary>
     public int? EosId => EosToken is null ? null : TokenToId(EosToken);
+
+    /// <summary>False: HF chat templates and prompts carry bos in their text.</summary>
+    public bool AddBosToken => false;
 
     /// <summary>Loads <c>tokenizer.json</c> (required) and <c>tokenizer_config.json</c> (optional) from a directory.</summary>
     /// <exception cref="FileNotFoundException">tokenizer.json is missing (the message names the path).</exception>
@@ -257,7 +260,7 @@ public sealed class HfTokenizer
     }
 
     /// <summary>Appends the bytes one id decodes to (nothing for unknown ids or skipped specials).</summary>
-    internal void AppendTokenBytes(int id, bool skipSpecialTokens, List<byte> output)
+    public void AppendTokenBytes(int id, bool skipSpecialTokens, List<byte> output)
     {
         if ((uint)id >= (uint)_idToToken.Length)
         {

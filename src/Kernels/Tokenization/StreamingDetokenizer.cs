@@ -8,19 +8,19 @@ namespace MoeServer.Kernels.Tokenization;
 /// (no U+FFFD for a split character); a byte sequence that can never become valid is emitted as
 /// U+FFFD as soon as that is known, and an incomplete tail becomes U+FFFD on <see cref="Flush"/>.
 /// The concatenation of every <see cref="Push"/> result and the final <see cref="Flush"/> equals
-/// <see cref="HfTokenizer.Decode"/> of all the ids (with the same skipSpecialTokens).
+/// <see cref="ITokenizer.Decode"/> of all the ids (with the same skipSpecialTokens).
 /// Not thread-safe: use one instance per sequence.
 /// </summary>
 public sealed class StreamingDetokenizer
 {
-    private readonly HfTokenizer _tokenizer;
+    private readonly ITokenizer _tokenizer;
     private readonly bool _skipSpecialTokens;
     private readonly Decoder _decoder;
     private readonly List<byte> _bytes = new(16);
     private char[] _chars = new char[64];
 
     /// <summary>Creates a detokenizer for one sequence.</summary>
-    public StreamingDetokenizer(HfTokenizer tokenizer, bool skipSpecialTokens = false)
+    public StreamingDetokenizer(ITokenizer tokenizer, bool skipSpecialTokens = false)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         _tokenizer = tokenizer;

@@ -26,7 +26,7 @@ internal static class ModelCardCommand
         string dir = cl.Required("model");
         string heldOut = cl.Required("held-out");
         string vocabText = cl.Required("vocab-text");
-        string title = cl.String("title") ?? new DirectoryInfo(dir).Name;
+        string title = cl.String("title") ?? MoeServer.Kernels.Formats.ModelSourceInfo.DisplayName(dir);
         string training = cl.String("training") ?? "";
         string command = cl.String("command") ?? "";
         var compare = (cl.String("compare") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries)
@@ -36,8 +36,13 @@ internal static class ModelCardCommand
         int trainerWindows = cl.Int("trainer-windows", 40);
         cl.RejectUnknown();
 
+        // An HF directory gets its card inside; a GGUF file gets a NAME-card directory beside it.
+        string outDir = MoeServer.Kernels.Formats.Gguf.GgufModel.IsGgufPath(dir)
+            ? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(dir))!, MoeServer.Kernels.Formats.ModelSourceInfo.DisplayName(dir) + "-card")
+            : dir;
+        Directory.CreateDirectory(outDir);
         var vocabulary = File.ReadLines(vocabText).SelectMany(ModelEvaluator.Words).ToHashSet();
-        var tokenizer = HfTokenizer.Load(dir);
+        var tokenizer = ModelTokenizer.Load(dir);
         var progress = new ConsoleProgress("evaluate");
         ModelEvaluation eval;
         ModelConfig cfg;
@@ -58,11 +63,11 @@ internal static class ModelCardCommand
                 continue;
             }
             using var m = MoeModel.Load(other, WeightPrecision.BF16);
-            var e = PerplexityEvaluator.EvaluateWindows(m, PerplexityEvaluator.LineDocuments(HfTokenizer.Load(other), heldOut), window);
+            var e = PerplexityEvaluator.EvaluateWindows(m, PerplexityEvaluator.LineDocuments(ModelTokenizer.Load(other), heldOut), window);
             others.Add(new ComparedModel(name, Describe(m.Config), m.Weights.ParameterCount(), ActiveParameters(m), e.Perplexity, e.OfFirst(trainerWindows)));
         }
 
-        File.WriteAllText(Path.Combine(dir, JsonFileName), JsonSerializer.Serialize(new
+        File.WriteAllText(Path.Combine(outDir, JsonFileName), JsonSerializer.Serialize(new
         {
             title,
             held_out_file = Path.GetFileName(heldOut),
@@ -80,8 +85,8 @@ internal static class ModelCardCommand
             compared = others.ToDictionary(o => o.Name, o => o.Perplexity),
             compared_first_windows = others.ToDictionary(o => o.Name, o => o.FirstWindows),
         }, Indented));
-        PlotExpertUsage(Path.Combine(dir, UsagePlotFileName), title, cfg, eval);
-        File.WriteAllText(Path.Combine(dir, "MODEL_CARD.md"), Markdown(title, cfg, parameters, active, training, command, eval, others, heldOut, window, trainerWindows));
+        PlotExpertUsage(Path.Combine(outDir, UsagePlotFileName), title, cfg, eval);
+        File.WriteAllText(Path.Combine(outDir, "MODEL_CARD.md"), Markdown(title, cfg, parameters, active, training, command, eval, others, heldOut, window, trainerWindows));
         Console.WriteLine($"held-out perplexity {eval.HeldOutPerplexity:F3} over {eval.ScoredTokens} tokens (first {trainerWindows} windows {eval.Perplexity.OfFirst(trainerWindows):F3}); vocabulary coverage {eval.VocabularyCoverage:P1}; distinct 3-grams {eval.DistinctTrigramRatio:F3}");
         foreach (var o in others) Console.WriteLine($"{o.Name}: held-out perplexity {o.Perplexity:F3} (first {trainerWindows} windows {o.FirstWindows:F3})");
         return 0;

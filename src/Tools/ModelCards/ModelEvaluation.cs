@@ -40,7 +40,7 @@ public static partial class ModelEvaluator
         WordRegex().Matches(text).Select(m => m.Value.ToLowerInvariant().Trim('\''))
             .Where(w => w.Length > 0);
 
-    public static ModelEvaluation Evaluate(MoeModel model, HfTokenizer tokenizer, string heldOut, ISet<string> vocabulary,
+    public static ModelEvaluation Evaluate(MoeModel model, ITokenizer tokenizer, string heldOut, ISet<string> vocabulary,
         int window = 128, long seed = 1, int sampleTokens = 48, Action<int, int>? progress = null)
     {
         var cfg = model.Config;

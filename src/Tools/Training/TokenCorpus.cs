@@ -11,7 +11,7 @@ public sealed class TokenCorpus
 {
     private readonly int[] _tokens;
 
-    public TokenCorpus(string path, HfTokenizer tokenizer)
+    public TokenCorpus(string path, ITokenizer tokenizer)
     {
         _tokens = PerplexityEvaluator.LineDocuments(tokenizer, path);
         Path = path;

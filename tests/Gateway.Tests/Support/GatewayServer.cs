@@ -77,7 +77,11 @@ public sealed class GatewayServer : IAsyncDisposable
         while (g.Running > 0 || g.Waiting > 0 || g.KvReservedBytes > 0)
         {
             if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"engine still busy: {g.Running} running, {g.Waiting} waiting, {g.KvReservedBytes} KV bytes reserved");
+            {
+                var requests = await Engine.ListRequestsAsync();
+                throw new TimeoutException($"engine still busy: {g.Running} running, {g.Waiting} waiting, {g.KvReservedBytes} KV bytes reserved; " +
+                    string.Join("; ", requests.Select(r => r.ToString())));
+            }
             await Task.Delay(50);
         }
     }

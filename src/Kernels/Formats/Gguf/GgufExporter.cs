@@ -9,13 +9,18 @@ namespace MoeServer.Kernels.Formats.Gguf;
 /// expert metadata (its q/k rows permuted to llama.cpp's interleaved rotary layout, as convert_hf_to_gguf does),
 /// <c>qwen2moe</c>, <c>qwen3moe</c>, <c>olmoe</c>; experts stacked per layer (<c>ffn_*_exps</c>), the byte-level BPE
 /// tokenizer embedded as <c>gpt2</c> with the GPT-2 pre-tokenizer. 1-D tensors (norms, biases) and router gates are
-/// always f32, as llama.cpp computes them in f32.
+/// always f32, as llama.cpp computes them in f32. Options: f16 matrices, the per-expert tensors of older Mixtral files
+/// (<c>blk.N.ffn_gate.E.weight</c>), and a SentencePiece vocabulary (<c>tokenizer.ggml.model = llama</c>) from an
+/// <c>spm_train</c> model in place of the checkpoint's byte-level BPE.
 /// </summary>
 public static class GgufExporter
 {
-    public static GgufFile Build(string modelDir, GgmlType type)
+    public static GgufFile Build(string modelDir, GgmlType type) => Build(modelDir, new GgufExportOptions { Type = type });
+
+    public static GgufFile Build(string modelDir, GgufExportOptions options)
     {
-        if (type is not (GgmlType.F32 or GgmlType.BF16)) throw new ArgumentException($"export type {type}: f32 or bf16", nameof(type));
+        var type = options.Type;
+        if (type is not (GgmlType.F32 or GgmlType.BF16 or GgmlType.F16)) throw new ArgumentException($"export type {type}: f32, f16 or bf16", nameof(options));
         var cfg = ModelConfig.Load(modelDir);
         string arch = cfg.Architecture switch
         {
@@ -31,8 +36,11 @@ public static class GgufExporter
         using var ck = Checkpoint.Open(modelDir);
         var file = new GgufFile();
         var src = new Source(ck, modelDir);
+        if (options.PerExpert && arch != "llama")
+            throw new ArgumentException($"{modelDir}: per-expert tensors (--per-expert) are the layout of older Mixtral (llama) files only");
         AddMetadata(file, cfg, arch, modelDir, type);
-        AddTokenizer(file, cfg, modelDir);
+        if (options.SpmVocab is { } spm) AddSpmTokenizer(file, cfg, modelDir, spm);
+        else AddTokenizer(file, cfg, modelDir);
 
         byte[] Matrix(float[] values) => Encode(values, type);
         void Add(string name, long[] torchShape, byte[] data, GgmlType t) =>
@@ -58,10 +66,18 @@ public static class GgufExporter
             Add(b + "attn_output.weight", [H, cfg.QWidth], Matrix(src.Floats(p + "self_attn.o_proj.weight")), type);
             if (cfg.QkvBias)
             {
-                AddF32(b + "attn_q.bias", [cfg.QWidth], src.Floats(p + "self_attn.q_proj.bias"));
-                AddF32(b + "attn_k.bias", [cfg.KvWidth], src.Floats(p + "self_attn.k_proj.bias"));
+                var qb = src.Floats(p + "self_attn.q_proj.bias");
+                var kb = src.Floats(p + "self_attn.k_proj.bias");
+                if (arch == "llama")
+                {
+                    qb = PermuteForLlamaRope(qb, cfg.NumHeads, cfg.HeadDim, 1);
+                    kb = PermuteForLlamaRope(kb, cfg.NumKvHeads, cfg.HeadDim, 1);
+                }
+                AddF32(b + "attn_q.bias", [cfg.QWidth], qb);
+                AddF32(b + "attn_k.bias", [cfg.KvWidth], kb);
                 AddF32(b + "attn_v.bias", [cfg.KvWidth], src.Floats(p + "self_attn.v_proj.bias"));
             }
+            if (cfg.OutputBias) AddF32(b + "attn_output.bias", [H], src.Floats(p + "self_attn.o_proj.bias"));
             if (cfg.QkNorm == QkNormKind.PerHead)
             {
                 AddF32(b + "attn_q_norm.weight", [cfg.HeadDim], src.Floats(p + "self_attn.q_norm.weight"));
@@ -84,9 +100,22 @@ public static class GgufExporter
             string moe = arch == "llama" && ck.Contains(p + "block_sparse_moe.gate.weight") ? p + "block_sparse_moe." : p + "mlp.";
             AddF32(b + "ffn_gate_inp.weight", [E, H], src.Floats(moe + "gate.weight"));
             var (gate, up, down) = src.StackedExperts(moe, cfg);
-            Add(b + "ffn_gate_exps.weight", [E, I, H], Matrix(gate), type);
-            Add(b + "ffn_up_exps.weight", [E, I, H], Matrix(up), type);
-            Add(b + "ffn_down_exps.weight", [E, H, I], Matrix(down), type);
+            if (options.PerExpert)
+            {
+                long ih = (long)I * H;
+                for (int e = 0; e < E; e++)
+                {
+                    Add(b + $"ffn_gate.{e}.weight", [I, H], Matrix(gate.AsSpan((int)(e * ih), (int)ih).ToArray()), type);
+                    Add(b + $"ffn_down.{e}.weight", [H, I], Matrix(down.AsSpan((int)(e * ih), (int)ih).ToArray()), type);
+                    Add(b + $"ffn_up.{e}.weight", [I, H], Matrix(up.AsSpan((int)(e * ih), (int)ih).ToArray()), type);
+                }
+            }
+            else
+            {
+                Add(b + "ffn_gate_exps.weight", [E, I, H], Matrix(gate), type);
+                Add(b + "ffn_up_exps.weight", [E, I, H], Matrix(up), type);
+                Add(b + "ffn_down_exps.weight", [E, H, I], Matrix(down), type);
+            }
             if (cfg.SharedExpertIntermediateSize > 0)
             {
                 int S = cfg.SharedExpertIntermediateSize;
@@ -104,6 +133,19 @@ public static class GgufExporter
     }
 
     public static void Export(string modelDir, string outPath, GgmlType type) => GgufWriter.Write(outPath, Build(modelDir, type));
+
+    /// <summary>Writes the export; with <see cref="GgufExportOptions.Splits"/> above 1, as llama.cpp's split files
+    /// (<c>NAME-00001-of-0000N.gguf</c>, ...); returns the paths written.</summary>
+    public static IReadOnlyList<string> Export(string modelDir, string outPath, GgufExportOptions options)
+    {
+        var file = Build(modelDir, options);
+        if (options.Splits <= 1)
+        {
+            GgufWriter.Write(outPath, file);
+            return [outPath];
+        }
+        return GgufWriter.WriteSplit(outPath, file, options.Splits);
+    }
 
     /// <summary>
     /// HF llama-family q/k rows rotate halves (rotate_half); llama.cpp's <c>llama</c> arch rotates adjacent pairs. Per
@@ -132,7 +174,7 @@ public static class GgufExporter
         f.Set("general.architecture", GgufValue.Of(arch));
         f.Set("general.name", GgufValue.Of(Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/'))));
         f.Set("general.alignment", GgufValue.Of((uint)GgufFile.DefaultAlignment));
-        f.Set("general.file_type", GgufValue.Of(type == GgmlType.F32 ? 0u : 32u)); // LLAMA_FTYPE_ALL_F32 / MOSTLY_BF16
+        f.Set("general.file_type", GgufValue.Of(type switch { GgmlType.F32 => 0u, GgmlType.F16 => 1u, _ => 32u })); // LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / MOSTLY_BF16
         f.Set($"{arch}.vocab_size", GgufValue.Of((uint)cfg.VocabSize));
         f.Set($"{arch}.context_length", GgufValue.Of((uint)cfg.MaxPositionEmbeddings));
         f.Set($"{arch}.embedding_length", GgufValue.Of((uint)cfg.HiddenSize));
@@ -151,6 +193,7 @@ public static class GgufExporter
         if (cfg.SharedExpertIntermediateSize > 0)
             f.Set($"{arch}.expert_shared_feed_forward_length", GgufValue.Of((uint)cfg.SharedExpertIntermediateSize));
         if (arch is "qwen3moe" or "llama") f.Set($"{arch}.expert_weights_norm", GgufValue.Of(cfg.NormTopKProb));
+        if (cfg.ClipQkv is { } clip) f.Set($"{arch}.attention.clamp_kqv", GgufValue.Of((float)clip));
     }
 
     /// <summary>The tokenizer.json BPE as llama.cpp's gpt2 tokenizer: tokens by id, control types for special tokens,
@@ -201,6 +244,57 @@ public static class GgufExporter
         }
     }
 
+    /// <summary>
+    /// A SentencePiece vocabulary as llama.cpp's <c>llama</c> tokenizer: the pieces, scores and types of an
+    /// <c>spm_train</c> <c>.vocab</c> file (piece TAB score per line; <c>&lt;unk&gt;</c> unknown, <c>&lt;s&gt;</c>/<c>&lt;/s&gt;</c>
+    /// control, <c>&lt;0xNN&gt;</c> byte pieces), padded with unused tokens to the model's vocabulary size.
+    /// </summary>
+    private static void AddSpmTokenizer(GgufFile f, ModelConfig cfg, string modelDir, string vocabPath)
+    {
+        var lines = File.ReadAllLines(vocabPath).Where(l => l.Length > 0).ToArray();
+        if (lines.Length > cfg.VocabSize)
+            throw new ArgumentException($"{vocabPath}: {lines.Length} pieces, but {modelDir} has a vocabulary of {cfg.VocabSize}");
+        var tokens = new string[cfg.VocabSize];
+        var scores = new float[cfg.VocabSize];
+        var types = new int[cfg.VocabSize];
+        int? unk = null, bos = null, eos = null;
+        for (int i = 0; i < lines.Length; i++)
+        {
+            var parts = lines[i].Split('\t');
+            if (parts.Length != 2 || !float.TryParse(parts[1], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out float score))
+                throw new ArgumentException($"{vocabPath}: line {i + 1} is not 'piece<TAB>score'");
+            tokens[i] = parts[0];
+            scores[i] = score;
+            types[i] = parts[0] switch
+            {
+                "<unk>" => 2,
+                "<s>" or "</s>" => 3,
+                _ when parts[0].Length == 6 && parts[0].StartsWith("<0x", StringComparison.Ordinal) && parts[0].EndsWith('>') => 6,
+                _ => 1,
+            };
+            if (parts[0] == "<unk>") unk = i;
+            if (parts[0] == "<s>") bos = i;
+            if (parts[0] == "</s>") eos = i;
+        }
+        for (int i = lines.Length; i < tokens.Length; i++)
+        {
+            tokens[i] = $"[PAD{i}]";
+            scores[i] = -1e9f;
+            types[i] = 5; // unused
+        }
+        f.Set("tokenizer.ggml.model", GgufValue.Of("llama"));
+        f.Set("tokenizer.ggml.pre", GgufValue.Of("default"));
+        f.Set("tokenizer.ggml.tokens", GgufValue.Strings(tokens));
+        f.Set("tokenizer.ggml.scores", GgufValue.Float32s(scores));
+        f.Set("tokenizer.ggml.token_type", GgufValue.Int32s(types));
+        if (unk is { } u) f.Set("tokenizer.ggml.unknown_token_id", GgufValue.Of((uint)u));
+        if (bos is { } b) f.Set("tokenizer.ggml.bos_token_id", GgufValue.Of((uint)b));
+        if (eos is { } e) f.Set("tokenizer.ggml.eos_token_id", GgufValue.Of((uint)e));
+        f.Set("tokenizer.ggml.add_bos_token", GgufValue.Of(true));
+        f.Set("tokenizer.ggml.add_eos_token", GgufValue.Of(false));
+        f.Set("tokenizer.ggml.add_space_prefix", GgufValue.Of(true));
+    }
+
     private static byte[] Encode(float[] values, GgmlType type)
     {
         if (type == GgmlType.F32)
@@ -208,6 +302,13 @@ public static class GgufExporter
             var bytes = new byte[values.Length * 4];
             Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
             return bytes;
+        }
+        if (type == GgmlType.F16)
+        {
+            var h = new byte[values.Length * 2];
+            var hs = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(h.AsSpan());
+            for (int i = 0; i < values.Length; i++) hs[i] = (Half)values[i];
+            return h;
         }
         var bf = new ushort[values.Length];
         Bf16Convert.ToBf16(values, bf);
@@ -274,4 +375,17 @@ public static class GgufExporter
             return (gate, up, down);
         }
     }
+}
+
+/// <summary>What <see cref="GgufExporter"/> writes.</summary>
+public sealed record GgufExportOptions
+{
+    /// <summary>Matrix type: F32, F16 or BF16 (norms, biases and routers are always F32).</summary>
+    public GgmlType Type { get; init; } = GgmlType.F32;
+    /// <summary>Per-expert tensors (<c>blk.N.ffn_gate.E.weight</c>, older Mixtral files) instead of stacked ones.</summary>
+    public bool PerExpert { get; init; }
+    /// <summary>Parts to split the file into (llama.cpp's gguf-split layout); 1 = one file.</summary>
+    public int Splits { get; init; } = 1;
+    /// <summary>An spm_train <c>.vocab</c> file: embed a SentencePiece tokenizer instead of the checkpoint's BPE.</summary>
+    public string? SpmVocab { get; init; }
 }

@@ -26,7 +26,8 @@ public static class GgufWriter
         for (int i = 0; i < file.Tensors.Count; i++)
         {
             var t = file.Tensors[i];
-            long expected = t.Elements * GgufTensor.ElementSize(t.Type);
+            long expected = GgmlTypes.ByteLength((uint)t.Type, t.Ne[0], t.Elements)
+                            ?? throw new ArgumentException($"tensor {t.Name}: {GgmlTypes.Name((uint)t.Type)} rows of {t.Ne[0]} elements are not whole blocks");
             if (t.Data.LongLength != expected)
                 throw new ArgumentException($"tensor {t.Name}: {t.Data.LongLength} bytes for shape [{string.Join(", ", t.Ne)}] of {t.Type} (expected {expected})");
             WriteString(w, t.Name);
@@ -46,6 +47,45 @@ public static class GgufWriter
             fs.Write(file.Tensors[i].Data);
         }
         Pad(fs, alignment);
+    }
+
+    /// <summary>
+    /// Writes <paramref name="file"/> as <paramref name="parts"/> files the way llama.cpp's gguf-split does: tensors in
+    /// order, spread evenly by bytes; the first part carries all metadata, every part <c>split.no</c> (u16),
+    /// <c>split.count</c> (u16) and <c>split.tensors.count</c> (i32). Part paths are <c>NAME-0000k-of-0000N.gguf</c>
+    /// next to <paramref name="path"/> (whose <c>.gguf</c> is dropped to make NAME).
+    /// </summary>
+    public static IReadOnlyList<string> WriteSplit(string path, GgufFile file, int parts)
+    {
+        if (parts < 1 || parts > file.Tensors.Count) throw new ArgumentOutOfRangeException(nameof(parts), parts, $"1..{file.Tensors.Count} parts");
+        string stem = path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? path[..^5] : path;
+        long total = file.Tensors.Sum(t => t.Data.LongLength), done = 0;
+        var groups = Enumerable.Range(0, parts).Select(_ => new List<GgufTensor>()).ToArray();
+        int g = 0;
+        foreach (var t in file.Tensors)
+        {
+            // Move to the next part once this one holds its share of the bytes, keeping enough tensors for the rest.
+            while (g < parts - 1 && groups[g].Count > 0 && done >= total * (g + 1) / parts) g++;
+            int left = file.Tensors.Count - file.Tensors.IndexOf(t);
+            if (g < parts - 1 && left <= parts - 1 - g && groups[g].Count > 0) g++;
+            groups[g].Add(t);
+            done += t.Data.LongLength;
+        }
+        var written = new List<string>();
+        for (int i = 0; i < parts; i++)
+        {
+            var part = new GgufFile();
+            if (i == 0) part.Metadata.AddRange(file.Metadata);
+            else if (file.Get("general.alignment") is { } al) part.Set("general.alignment", al);
+            part.Set("split.no", new GgufValue(GgufValueType.UInt16, (ushort)i));
+            part.Set("split.count", new GgufValue(GgufValueType.UInt16, (ushort)parts));
+            part.Set("split.tensors.count", GgufValue.Of(file.Tensors.Count));
+            part.Tensors.AddRange(groups[i]);
+            string p = $"{stem}-{i + 1:D5}-of-{parts:D5}.gguf";
+            Write(p, part);
+            written.Add(p);
+        }
+        return written;
     }
 
     private static ulong Align(ulong v, int alignment) => (v + (ulong)alignment - 1) / (ulong)alignment * (ulong)alignment;

@@ -81,6 +81,21 @@ public sealed class FuzzFindingsTests(SharedServer shared) : IClassFixture<Share
         Assert.Equal("response_format", (await ErrorOf(r, HttpStatusCode.BadRequest)).GetProperty("param").GetString());
     }
 
+    /// <summary>Was 500 (InvalidOperationException from JsonElement.GetString): JSON may escape an unpaired surrogate,
+    /// which is not text; a prompt or a tool holding one is a 400, as it is in every field the deserializer reads.</summary>
+    [Theory]
+    [InlineData("/v1/completions", """{"prompt":"a\udc00b","max_tokens":1}""", "prompt")]
+    [InlineData("/v1/completions", """{"prompt":["ok","\ud800"],"max_tokens":1}""", "prompt[1]")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"a\udc00b"}],"max_tokens":1}""", "messages[0].content")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"Hi"}],"max_tokens":1,"tools":[{"type":"function","function":{"name":"f","description":"x\udc00"}}]}""", "messages")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{\"a\":\"\udc00\"}"}}]}],"max_tokens":1}""", null)]
+    public async Task An_unpaired_surrogate_in_a_string_is_400_not_500(string path, string body, string? param)
+    {
+        using var r = await Server.Http.PostAsync(path, Json(body));
+        var error = await ErrorOf(r, HttpStatusCode.BadRequest);
+        if (param is not null) Assert.Equal(param, error.GetProperty("param").GetString());
+    }
+
     /// <summary>Was an empty 405 from routing: the non-/v1 API routes answer other methods OpenAI-shaped too.</summary>
     [Theory]
     [InlineData("GET", "/tokenize")]

@@ -49,9 +49,11 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
         try
         {
             if (way < 0.35) return await RawAsync(pcg, method, json, cancelAfter, cts.Token).ConfigureAwait(false);
-            object? argument = ToGraph(json, out string? why);
+            // Over MessagePack the server binds members by their C# names (SignalR's contractless resolver), not camelCase.
+            bool messagePack = way >= 0.7;
+            object? argument = ToGraph(json, pascalCase: messagePack, out string? why);
             if (argument is null && why is not null) return await RawAsync(pcg, method, json, cancelAfter, cts.Token).ConfigureAwait(false);
-            return await ClientAsync(way < 0.7 ? HubWay.Json : HubWay.MessagePack, method, argument, cancelAfter, cts.Token).ConfigureAwait(false);
+            return await ClientAsync(messagePack ? HubWay.MessagePack : HubWay.Json, method, argument, cancelAfter, cts.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cts.IsCancellationRequested)
         {
@@ -213,13 +215,13 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
 
     /// <summary>The JSON text as plain objects (dictionaries, lists, numbers, strings) for the typed client; null with a
     /// reason when it is not JSON the client could send as an object graph (it goes as raw frames then).</summary>
-    private static object? ToGraph(string json, out string? why)
+    private static object? ToGraph(string json, bool pascalCase, out string? why)
     {
         why = null;
         try
         {
             using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 60 });
-            return Convert(doc.RootElement);
+            return Convert(doc.RootElement, pascalCase);
         }
         catch (JsonException e)
         {
@@ -228,10 +230,11 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
         }
     }
 
-    private static object? Convert(JsonElement e) => e.ValueKind switch
+    private static object? Convert(JsonElement e, bool pascalCase) => e.ValueKind switch
     {
-        JsonValueKind.Object => e.EnumerateObject().GroupBy(p => p.Name).ToDictionary(g => g.Key, g => Convert(g.Last().Value)),
-        JsonValueKind.Array => e.EnumerateArray().Select(Convert).ToList(),
+        JsonValueKind.Object => e.EnumerateObject().GroupBy(p => pascalCase && p.Name.Length > 0 ? char.ToUpperInvariant(p.Name[0]) + p.Name[1..] : p.Name)
+            .ToDictionary(g => g.Key, g => Convert(g.Last().Value, pascalCase)),
+        JsonValueKind.Array => e.EnumerateArray().Select(x => Convert(x, pascalCase)).ToList(),
         JsonValueKind.String => e.GetString(),
         JsonValueKind.Number => e.TryGetInt64(out long l) ? l : e.GetDouble(),
         JsonValueKind.True => true,

@@ -276,8 +276,9 @@ public sealed class GgufBpeTokenizer : GgufTokenizer
                 continue;
             }
             // Symbols are byte-level characters; merge the lowest-ranked adjacent pair (leftmost on ties) until none is left.
-            var symbols = word.Select(c => c.ToString()).ToList();
-            while (symbols.Count > 1)
+            // A long word (one a client can make as long as its body) merges with a heap: rescanning is quadratic.
+            var symbols = word.Length > BpeMerger.LongPiece ? BpeMerger.MergeByRank(word, _ranks) : word.Select(c => c.ToString()).ToList();
+            while (word.Length <= BpeMerger.LongPiece && symbols.Count > 1)
             {
                 int best = -1, bestRank = int.MaxValue;
                 for (int i = 0; i + 1 < symbols.Count; i++)

@@ -85,7 +85,7 @@ async Task<int> FuzzAsync(string machineLine)
     md.AppendLine(MarkdownTable.Render(["measure", "value", "target"],
     [
         ["cases", $"{report.Cases:N0} in {report.Elapsed.TotalSeconds:F0} s ({report.Cases / report.Elapsed.TotalSeconds:F0}/s)", ""],
-        ["slowest answer", $"{report.Slowest.TotalSeconds:F2} s", "< 60 s (no hang)"],
+        ["slowest answer", $"{report.Slowest.TotalSeconds:F2} s ({report.SlowestCase})", "< 60 s (no hang)"],
         ["answers breaking the rules", violations.Count.ToString(CultureInfo.InvariantCulture), "0"],
         ["exceptions in the server log", exceptions.Count.ToString(CultureInfo.InvariantCulture), "0"],
         ["normal request afterwards", normal, "200"],
@@ -115,6 +115,7 @@ async Task<int> FuzzAsync(string machineLine)
         hubCases,
         elapsedSeconds = report.Elapsed.TotalSeconds,
         slowestSeconds = report.Slowest.TotalSeconds,
+        slowestCase = report.SlowestCase,
         outcomes = report.Outcomes,
         violations = violations.Select(v => v.ToString()),
         serverLogExceptions = exceptions,

@@ -117,7 +117,11 @@ public sealed class ChatHubTests(SharedServer shared) : IClassFixture<SharedServ
             if (++seen == 3)
             {
                 Assert.True(Server.Engine.Gauges.Running >= 1);
-                break; // leaving the loop disposes the enumerator: the client sends a cancel for the stream
+                // Cancelling the stream's token sends CancelInvocation. Merely leaving the loop does not: the .NET client
+                // then stops reading without telling the server, and the generation ran to max_tokens (this test passed
+                // only when that took under 30 s; found by the leak work of issue 15).
+                await cts.CancelAsync();
+                break;
             }
         }
         // Within a step of the cancel reaching the engine; generous, as CI runs other test projects' clusters alongside.

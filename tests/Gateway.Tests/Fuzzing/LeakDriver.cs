@@ -72,8 +72,10 @@ public sealed class LeakDriver(Uri server, ulong seed)
         int n = rng.NextDouble() < 0.15 ? rng.Next(2, 4) : 1;
         if (kind < 0.25) return await WholeAsync(http, Body(chat, prompt, maxTokens, n, stream: false), chat).ConfigureAwait(false);
         if (kind < 0.45) return await StreamAsync(http, Body(chat, prompt, maxTokens, n, stream: true), chat, cancelAfterEvents: null).ConfigureAwait(false);
-        if (kind < 0.60) return await StreamAsync(http, Body(chat, prompt, 64 + rng.Next(64), n, stream: true), chat, cancelAfterEvents: rng.Next(0, 6)).ConfigureAwait(false);
-        if (kind < 0.70) return await CancelledWholeAsync(http, Body(chat, prompt, 64, n, stream: false), chat, TimeSpan.FromMilliseconds(rng.Next(0, 40))).ConfigureAwait(false);
+        // Requests the client ends early ask for long generations: one that is not cancelled at once holds the engine for
+        // seconds, and a few hundred of them keep it busy well past the baseline's wait.
+        if (kind < 0.60) return await StreamAsync(http, Body(chat, prompt, LongGeneration, n, stream: true), chat, cancelAfterEvents: rng.Next(0, 6)).ConfigureAwait(false);
+        if (kind < 0.70) return await CancelledWholeAsync(http, Body(chat, prompt, LongGeneration, n, stream: false), chat, TimeSpan.FromMilliseconds(rng.Next(0, 40))).ConfigureAwait(false);
         if (kind < 0.80)
         {
             // Its own deadline ends it: 408 before anything was sent, or an error event after streaming began.
@@ -83,6 +85,8 @@ public sealed class LeakDriver(Uri server, ulong seed)
         }
         return await HubAsync(rng, chat, prompt, maxTokens).ConfigureAwait(false);
     }
+
+    private const int LongGeneration = 1500;
 
     private static string Body(bool chat, string prompt, int maxTokens, int n, bool stream)
     {
@@ -152,6 +156,7 @@ public sealed class LeakDriver(Uri server, ulong seed)
             : new Dictionary<string, object> { ["prompt"] = prompt, ["maxTokens"] = 48 + maxTokens, ["temperature"] = 0.8 };
         int stopAfter = rng.Next(0, 8);
         int how = rng.Next(3); // 0: read to the end, 1: dispose the stream, 2: stop the connection
+        if (how != 0) ((Dictionary<string, object>)request)["maxTokens"] = LongGeneration;
         using var cts = new CancellationTokenSource();
         int items = 0;
         try

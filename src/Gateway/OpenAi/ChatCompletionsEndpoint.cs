@@ -15,9 +15,9 @@ internal static class ChatCompletionsEndpoint
     {
         var req = await ApiErrors.ReadBodyAsync<ChatCompletionRequest>(ctx).ConfigureAwait(false);
         api.Model.CheckModel(req.Model, Field);
-        if (req.ResponseFormat is { ValueKind: System.Text.Json.JsonValueKind.Object } rf
-            && rf.TryGetProperty("type", out var rft) && rft.GetString() != "text")
-            throw OpenAiException.Invalid("response_format", $"response_format type \"{rft}\" is not supported (text only).");
+        if (req.ResponseFormat is { ValueKind: System.Text.Json.JsonValueKind.Object } rf && rf.TryGetProperty("type", out var rft)
+            && (rft.ValueKind != System.Text.Json.JsonValueKind.String || !rft.ValueEquals("text")))
+            throw OpenAiException.Invalid("response_format", $"response_format type {rft.GetRawText()} is not supported (text only).");
         if (req.TopLogprobs is not null && req.Logprobs != true)
             throw OpenAiException.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
         var tools = req.Tools;
@@ -25,9 +25,9 @@ internal static class ChatCompletionsEndpoint
         {
             case null or { ValueKind: System.Text.Json.JsonValueKind.Null }:
                 break;
-            case { ValueKind: System.Text.Json.JsonValueKind.String } tc when tc.GetString() == "auto":
+            case { ValueKind: System.Text.Json.JsonValueKind.String } tc when tc.ValueEquals("auto"):
                 break;
-            case { ValueKind: System.Text.Json.JsonValueKind.String } tc when tc.GetString() == "none":
+            case { ValueKind: System.Text.Json.JsonValueKind.String } tc when tc.ValueEquals("none"):
                 tools = null; // the model is not to call tools: the template does not offer them
                 break;
             default:

@@ -121,11 +121,11 @@ internal static class CompletionsEndpoint
         const string field = "prompt";
         if (prompt is not { } p || p.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
             throw OpenAiException.Invalid(field, "prompt is required.");
-        if (p.ValueKind == JsonValueKind.String) return [model.Tokenizer.EncodePrompt(p.GetString()!)];
+        if (p.ValueKind == JsonValueKind.String) return [model.Tokenizer.EncodePrompt(JsonText.Of(p, field))];
         if (p.ValueKind != JsonValueKind.Array || p.GetArrayLength() == 0)
             throw OpenAiException.Invalid(field, "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists.");
         var items = p.EnumerateArray().ToArray();
-        if (items.All(e => e.ValueKind == JsonValueKind.String)) return items.Select(e => model.Tokenizer.EncodePrompt(e.GetString()!)).ToList();
+        if (items.All(e => e.ValueKind == JsonValueKind.String)) return items.Select((e, i) => model.Tokenizer.EncodePrompt(JsonText.Of(e, $"{field}[{i}]"))).ToList();
         if (items.All(e => e.ValueKind == JsonValueKind.Number)) return [TokenIds(items, field)];
         if (items.All(e => e.ValueKind == JsonValueKind.Array))
             return items.Select((e, i) => TokenIds(e.EnumerateArray().ToArray(), $"{field}[{i}]")).ToList();

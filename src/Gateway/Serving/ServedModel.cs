@@ -145,7 +145,8 @@ public sealed class ServedModel
                 // OpenAI sends arguments as a JSON string; templates expect the object (as vLLM passes it).
                 try
                 {
-                    using var doc = JsonDocument.Parse(s.GetString()!.Length == 0 ? "{}" : s.GetString()!);
+                    string text = JsonText.Of(s, $"{at}.function.arguments");
+                    using var doc = JsonDocument.Parse(text.Length == 0 ? "{}" : text);
                     if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new JsonException("not an object");
                     arguments = doc.RootElement.Clone();
                 }
@@ -169,10 +170,10 @@ public sealed class ServedModel
         foreach (var t in tools.Value.EnumerateArray())
         {
             string at = $"{field}[{i++}]";
-            if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || type.GetString() != "function")
+            if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || !type.ValueEquals("function"))
                 throw OpenAiException.Invalid(field, $"{at} must be an object with \"type\": \"function\".");
             if (!t.TryGetProperty("function", out var fn) || fn.ValueKind != JsonValueKind.Object
-                || !fn.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString()!.Length == 0)
+                || !fn.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.ValueEquals(""))
                 throw OpenAiException.Invalid(field, $"{at}.function.name is required.");
             list.Add(t);
         }

@@ -635,19 +635,33 @@ internal static class Py
         JsonValueKind.Null or JsonValueKind.Undefined => null,
         JsonValueKind.True => true,
         JsonValueKind.False => false,
-        JsonValueKind.String => e.GetString(),
+        JsonValueKind.String => Utf16(e, () => e.GetString()),
         JsonValueKind.Number => e.TryGetInt64(out long l) && !e.GetRawText().AsSpan().ContainsAny(".eE") ? (object)l : e.GetDouble(),
         JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
         JsonValueKind.Object => FromJsonObject(e),
         _ => throw new JinjaRuntimeError($"unsupported JSON value kind {e.ValueKind}"),
     };
 
+    /// <summary>A string of the JSON (a value or a key); JSON may escape an unpaired surrogate ("\udc00"), which
+    /// System.Text.Json refuses to turn into a string: the template's input is refused like any bad input.</summary>
+    private static string? Utf16(JsonElement e, Func<string?> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (InvalidOperationException ex) when (e.ValueKind is JsonValueKind.String or JsonValueKind.Object)
+        {
+            throw new JinjaException($"a JSON value passed to the template is not valid text: {ex.Message}", 0) { Kind = JinjaErrorKind.Runtime };
+        }
+    }
+
     private static Dictionary<string, object?> FromJsonObject(JsonElement e)
     {
         var d = new Dictionary<string, object?>(StringComparer.Ordinal);
         foreach (JsonProperty p in e.EnumerateObject())
         {
-            d[p.Name] = FromJson(p.Value);
+            d[Utf16(e, () => p.Name)!] = FromJson(p.Value);
         }
 
         return d;

@@ -105,4 +105,74 @@ internal sealed class BpeMerger
             ids.Add(symbol[i]);
         }
     }
+
+    /// <summary>
+    /// The same merge order over symbol strings with merge ranks (llama.cpp's GGUF byte-level BPE, whose merged symbols
+    /// need not be tokens): the byte-level characters of <paramref name="word"/> merged, lowest rank first and leftmost
+    /// on ties, until no adjacent pair has a rank. O(n log n) where rescanning the list for the best pair is quadratic.
+    /// </summary>
+    public static List<string> MergeByRank(string word, IReadOnlyDictionary<(string, string), int> ranks)
+    {
+        int n = word.Length;
+        var symbol = new string[n];
+        var next = new int[n];
+        var prev = new int[n];
+        var alive = new bool[n];
+        for (int i = 0; i < n; i++)
+        {
+            symbol[i] = word[i].ToString();
+            prev[i] = i - 1;
+            next[i] = i + 1 < n ? i + 1 : -1;
+            alive[i] = true;
+        }
+
+        var heap = new PriorityQueue<(int Left, string Right), (int Rank, int Position)>();
+        void Offer(int left)
+        {
+            int right = next[left];
+            if (right >= 0 && ranks.TryGetValue((symbol[left], symbol[right]), out int rank))
+            {
+                heap.Enqueue((left, symbol[right]), (rank, left));
+            }
+        }
+
+        for (int i = 0; i + 1 < n; i++)
+        {
+            Offer(i);
+        }
+
+        while (heap.TryDequeue(out var pair, out var key))
+        {
+            int left = pair.Left;
+            int right = next[left];
+            if (!alive[left] || right < 0 || symbol[right] != pair.Right
+                || !ranks.TryGetValue((symbol[left], symbol[right]), out int rank) || rank != key.Rank)
+            {
+                continue; // stale
+            }
+
+            symbol[left] += symbol[right];
+            alive[right] = false;
+            next[left] = next[right];
+            if (next[right] >= 0)
+            {
+                prev[next[right]] = left;
+            }
+
+            if (prev[left] >= 0)
+            {
+                Offer(prev[left]);
+            }
+
+            Offer(left);
+        }
+
+        var result = new List<string>();
+        for (int i = n == 0 ? -1 : 0; i >= 0; i = next[i])
+        {
+            result.Add(symbol[i]);
+        }
+
+        return result;
+    }
 }

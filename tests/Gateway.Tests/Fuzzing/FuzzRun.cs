@@ -23,11 +23,13 @@ public sealed class FuzzReport
     public TimeSpan Elapsed { get; set; }
     /// <summary>Slowest answer of the run (a hang shows up as a violation instead).</summary>
     public TimeSpan Slowest { get; set; }
+    /// <summary>Which case it was ("http #i" or "hub #i").</summary>
+    public string SlowestCase { get; set; } = "";
 
     public void Count(string outcome) => Outcomes.AddOrUpdate(outcome, 1, (_, n) => n + 1);
 
     public string Summary() =>
-        $"{Cases} cases in {Elapsed.TotalSeconds:0.0} s, slowest {Slowest.TotalSeconds:0.00} s; " +
+        $"{Cases} cases in {Elapsed.TotalSeconds:0.0} s, slowest {Slowest.TotalSeconds:0.00} s ({SlowestCase}); " +
         string.Join(", ", Outcomes.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}: {kv.Value}")) +
         $"; {Violations.Count} violations";
 }
@@ -53,6 +55,7 @@ public sealed class FuzzCampaign(Uri server, ModelFacts model, ulong seed)
         var hub = new HubFuzzer(server, _cases, seed);
         var clock = Stopwatch.StartNew();
         long slowestTicks = 0;
+        string slowestCase = "";
         // Interleave HTTP and hub cases so both run under each other's load.
         var work = Enumerable.Range(from, httpCases).Select(i => (Hub: false, Index: i))
             .Concat(Enumerable.Range(from, hubCases).Select(i => (Hub: true, Index: i)))
@@ -65,9 +68,13 @@ public sealed class FuzzCampaign(Uri server, ModelFacts model, ulong seed)
             if (w.Hub) await RunHubAsync(hub, w.Index, report).ConfigureAwait(false);
             else await RunOneAsync(w.Index, report).ConfigureAwait(false);
             long took = Stopwatch.GetTimestamp() - t0;
-            long seen;
-            while (took > (seen = Interlocked.Read(ref slowestTicks)) && Interlocked.CompareExchange(ref slowestTicks, took, seen) != seen)
+            lock (work)
             {
+                if (took > slowestTicks)
+                {
+                    slowestTicks = took;
+                    slowestCase = $"{(w.Hub ? "hub" : "http")} #{w.Index}";
+                }
             }
             report.CaseDone();
             int n = Interlocked.Increment(ref done);
@@ -75,6 +82,7 @@ public sealed class FuzzCampaign(Uri server, ModelFacts model, ulong seed)
         }).ConfigureAwait(false);
         report.Elapsed = clock.Elapsed;
         report.Slowest = Stopwatch.GetElapsedTime(0, slowestTicks);
+        report.SlowestCase = slowestCase;
         return report;
     }
 

@@ -34,6 +34,9 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
 {
     private const char RecordSeparator = '\u001e';
 
+    /// <summary>Raw frames sent and received (to replay one case by hand).</summary>
+    public Action<string>? Trace { get; init; }
+
     public async Task<HubResult> RunAsync(int index, TimeSpan timeout)
     {
         var pcg = new PCG((uint)index, seed ^ 0x5851F42D4C957F2DUL);
@@ -41,17 +44,20 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
         double way = FuzzRandom.Uniform(pcg);
         int cancelAfter = FuzzRandom.Uniform(pcg) < 0.15 ? FuzzRandom.Int(pcg, 0, 3) : -1;
         string method = chat ? "Chat" : "Generate";
+        string how = way < 0.35 ? "raw frames" : way < 0.7 ? "json" : "msgpack";
         using var cts = new CancellationTokenSource(timeout);
         try
         {
             if (way < 0.35) return await RawAsync(pcg, method, json, cancelAfter, cts.Token).ConfigureAwait(false);
-            object? argument = ToGraph(json, out string? why);
+            // Over MessagePack the server binds members by their C# names (SignalR's contractless resolver), not camelCase.
+            bool messagePack = way >= 0.7;
+            object? argument = ToGraph(json, pascalCase: messagePack, out string? why);
             if (argument is null && why is not null) return await RawAsync(pcg, method, json, cancelAfter, cts.Token).ConfigureAwait(false);
-            return await ClientAsync(way < 0.7 ? HubWay.Json : HubWay.MessagePack, method, argument, cancelAfter, cts.Token).ConfigureAwait(false);
+            return await ClientAsync(messagePack ? HubWay.MessagePack : HubWay.Json, method, argument, cancelAfter, cts.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cts.IsCancellationRequested)
         {
-            return new HubResult("hang", $"hub {method} did not answer within {timeout.TotalSeconds:0} s ({notes}): {Preview(json)}");
+            return new HubResult("hang", $"hub {method} over {how} did not answer within {timeout.TotalSeconds:0} s ({notes}; cancel after {cancelAfter}): {Preview(json)}");
         }
     }
 
@@ -130,25 +136,38 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
         };
         byte[] bytes = Encoding.UTF8.GetBytes(frame + RecordSeparator);
         if (FuzzRandom.Uniform(pcg) < 0.1) bytes = [.. bytes[..(bytes.Length / 2)], 0xFF, 0xFE, .. bytes[(bytes.Length / 2)..]];
+        Trace?.Invoke("sent: " + Preview(frame));
         await ws.SendAsync(bytes, WebSocketMessageType.Text, true, ct).ConfigureAwait(false);
+        // SignalR answers nothing to an invocation without a usable id (it is fire-and-forget by the protocol): then a
+        // well-formed call on the same connection must still be answered.
+        string awaited = "1";
+        if (shape == 5 && !frame.StartsWith("{\"type\":4,\"invocationId\":1,", StringComparison.Ordinal))
+        {
+            awaited = "probe";
+            await SendTextAsync(ws, "{\"type\":4,\"invocationId\":\"probe\",\"target\":\"Generate\",\"arguments\":[{\"prompt\":\"hi\",\"maxTokens\":1}]}" + RecordSeparator, ct).ConfigureAwait(false);
+        }
 
         int items = 0;
         while (true)
         {
             string? message = await ReceiveFrameAsync(ws, ct).ConfigureAwait(false);
+            Trace?.Invoke("received: " + (message is null ? "(closed)" : Preview(message)));
             if (message is null) return new HubResult("raw closed", null); // the protocol could not parse what was sent
+            if (message.Length == 0) continue;
             foreach (string m in message.Split(RecordSeparator, StringSplitOptions.RemoveEmptyEntries))
             {
                 using var doc = JsonDocument.Parse(m);
                 var root = doc.RootElement;
                 int type = root.GetProperty("type").GetInt32();
+                string? id = root.TryGetProperty("invocationId", out var idElement) && idElement.ValueKind == JsonValueKind.String ? idElement.GetString() : null;
+                if (type is 2 or 3 && id != awaited) continue; // the answer to a call without a usable id, if any
                 if (type == 2)
                 {
                     items++;
                     if (cancelAfter >= 0 && items > cancelAfter)
                     {
                         // CancelInvocation, then leave: the server must free the generation.
-                        await SendTextAsync(ws, "{\"type\":5,\"invocationId\":\"1\"}" + RecordSeparator, ct).ConfigureAwait(false);
+                        await SendTextAsync(ws, $"{{\"type\":5,\"invocationId\":\"{awaited}\"}}" + RecordSeparator, ct).ConfigureAwait(false);
                         await ws.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, ct).ConfigureAwait(false);
                         return new HubResult("raw cancelled", null);
                     }
@@ -196,13 +215,13 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
 
     /// <summary>The JSON text as plain objects (dictionaries, lists, numbers, strings) for the typed client; null with a
     /// reason when it is not JSON the client could send as an object graph (it goes as raw frames then).</summary>
-    private static object? ToGraph(string json, out string? why)
+    private static object? ToGraph(string json, bool pascalCase, out string? why)
     {
         why = null;
         try
         {
             using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 60 });
-            return Convert(doc.RootElement);
+            return Convert(doc.RootElement, pascalCase);
         }
         catch (JsonException e)
         {
@@ -211,10 +230,11 @@ public sealed class HubFuzzer(Uri server, HttpCaseGenerator cases, ulong seed)
         }
     }
 
-    private static object? Convert(JsonElement e) => e.ValueKind switch
+    private static object? Convert(JsonElement e, bool pascalCase) => e.ValueKind switch
     {
-        JsonValueKind.Object => e.EnumerateObject().GroupBy(p => p.Name).ToDictionary(g => g.Key, g => Convert(g.Last().Value)),
-        JsonValueKind.Array => e.EnumerateArray().Select(Convert).ToList(),
+        JsonValueKind.Object => e.EnumerateObject().GroupBy(p => pascalCase && p.Name.Length > 0 ? char.ToUpperInvariant(p.Name[0]) + p.Name[1..] : p.Name)
+            .ToDictionary(g => g.Key, g => Convert(g.Last().Value, pascalCase)),
+        JsonValueKind.Array => e.EnumerateArray().Select(x => Convert(x, pascalCase)).ToList(),
         JsonValueKind.String => e.GetString(),
         JsonValueKind.Number => e.TryGetInt64(out long l) ? l : e.GetDouble(),
         JsonValueKind.True => true,

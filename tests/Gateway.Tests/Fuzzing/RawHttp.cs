@@ -104,6 +104,9 @@ public static class RawHttp
     /// ended before its length or last chunk.</summary>
     public static RawResponse Parse(byte[] data)
     {
+        // Interim answers (100 Continue to "Expect: 100-continue") come before the final one.
+        while (data.AsSpan().StartsWith("HTTP/1.1 1"u8) && IndexOf(data, "\r\n\r\n"u8, 0) is >= 0 and var interimEnd)
+            data = data[(interimEnd + 4)..];
         int headEnd = IndexOf(data, "\r\n\r\n"u8, 0);
         if (headEnd < 0) return RawResponse.Closed;
         string[] lines = Encoding.ASCII.GetString(data, 0, headEnd).Split("\r\n");

@@ -1,4 +1,9 @@
 using System.Diagnostics;
+using System.Text.Json;
+using MoeServer.Kernels.Config;
+using MoeServer.Kernels.Formats;
+using MoeServer.Kernels.Formats.Gguf;
+using MoeServer.Kernels.Tests.Formats;
 using MoeServer.Kernels.Tokenization;
 
 namespace MoeServer.Kernels.Tests.Tokenization;
@@ -64,5 +69,67 @@ public sealed class LongWordTests(TokenizerFixture fx) : IClassFixture<Tokenizer
         clock.Stop();
         Assert.Equal(text, fx.Tokenizer.Decode(ids));
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"2M letters took {clock.Elapsed.TotalSeconds:0.0} s");
+    }
+
+    /// <summary>The same defect in GGUF byte-level BPE (llama.cpp's merge loop rescans the symbols for every merge):
+    /// long words merge with <see cref="BpeMerger.MergeByRank"/>, which must match the rescanning loop (written here)
+    /// and, end to end, the checkpoint's tokenizer.json.</summary>
+    [Fact]
+    public void Gguf_byte_level_bpe_merges_a_long_word_like_the_rescanning_loop()
+    {
+        string hf = GgufModelTests.HfCheckpoint(ModelArchitecture.Mixtral);
+        string dir = Directory.CreateTempSubdirectory("gguf-long-word-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "m.gguf");
+            GgufExporter.Export(hf, path, GgmlType.F32);
+            var gguf = Assert.IsType<GgufBpeTokenizer>(ModelTokenizer.Load(path));
+            var json = HfTokenizer.Load(hf);
+            var ranks = new Dictionary<(string, string), int>();
+            using (var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(hf, "tokenizer.json"))))
+            {
+                int rank = 0;
+                foreach (var m in doc.RootElement.GetProperty("model").GetProperty("merges").EnumerateArray())
+                {
+                    string[] parts = m.ValueKind == JsonValueKind.String ? m.GetString()!.Split(' ') : [m[0].GetString()!, m[1].GetString()!];
+                    ranks.TryAdd((parts[0], parts[1]), rank++);
+                }
+            }
+            foreach (string text in LongWords())
+            {
+                foreach (string word in text.Split(' ').Select(ByteLevel.Encode))
+                    Assert.Equal(RescanningMerge(word, ranks), BpeMerger.MergeByRank(word, ranks));
+                Assert.Equal(json.Encode(text), gguf.Encode(text));
+            }
+            string huge = string.Concat(Enumerable.Repeat("abcab", 400_000));
+            var clock = Stopwatch.StartNew();
+            Assert.Equal(huge, gguf.Decode(gguf.Encode(huge)));
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"2M letters took {clock.Elapsed.TotalSeconds:0.0} s");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    private static List<string> RescanningMerge(string word, Dictionary<(string, string), int> ranks)
+    {
+        var symbols = word.Select(c => c.ToString()).ToList();
+        while (symbols.Count > 1)
+        {
+            int best = -1, bestRank = int.MaxValue;
+            for (int i = 0; i + 1 < symbols.Count; i++)
+            {
+                if (ranks.TryGetValue((symbols[i], symbols[i + 1]), out int r) && r < bestRank)
+                {
+                    bestRank = r;
+                    best = i;
+                }
+            }
+            if (best < 0) break;
+            symbols[best] += symbols[best + 1];
+            symbols.RemoveAt(best + 1);
+        }
+        return symbols;
     }
 }

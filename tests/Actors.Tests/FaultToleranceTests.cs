@@ -85,16 +85,22 @@ public class FaultToleranceTests
     private sealed record StreamResult(string Text, TokenChunk Final, IReadOnlyList<int> Ids, DateTime FinishedAt, TimeSpan LongestGap);
 
     /// <summary>Submits the 8 prompts and waits until every stream has produced a few tokens.</summary>
-    private static async Task<List<Task<StreamResult>>> StartGenerationsAsync(MoeEngine engine, int maxTokens)
+    /// <param name="runToMaxTokens">Ban the end-of-sequence tokens, so no request can end on its own before a fault
+    /// lands (under load a short answer could otherwise finish with <c>stop</c> between its first token and the fault).</param>
+    private static async Task<List<Task<StreamResult>>> StartGenerationsAsync(MoeEngine engine, int maxTokens, bool runToMaxTokens = false)
     {
+        var sampling = SamplingParams.Greedy with
+        {
+            MaxTokens = maxTokens,
+            LogitBias = runToMaxTokens ? engine.Config.EosTokenIds.ToDictionary(e => e, _ => -SamplingParams.MaxAbsLogitBias) : null,
+        };
         var started = new List<TaskCompletionSource>();
         var runs = new List<Task<StreamResult>>();
         for (int i = 0; i < Prompts.Length; i++)
         {
             var first = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             started.Add(first);
-            var stream = await engine.SubmitAsync(new GenerationRequest($"fault-{i}-{Guid.NewGuid():N}", Prompts[i],
-                SamplingParams.Greedy with { MaxTokens = maxTokens }));
+            var stream = await engine.SubmitAsync(new GenerationRequest($"fault-{i}-{Guid.NewGuid():N}", Prompts[i], sampling));
             runs.Add(Collect(stream, first));
         }
         await Task.WhenAll(started.Select(s => s.Task)).WaitAsync(TimeSpan.FromSeconds(60));
@@ -322,7 +328,7 @@ public class FaultToleranceTests
         await WaitForMembersAsync(gateway, 3);
         await gateway.WaitReadyAsync();
 
-        var runs = await StartGenerationsAsync(gateway.Engine, 200);
+        var runs = await StartGenerationsAsync(gateway.Engine, 200, runToMaxTokens: true);
         var killedAt = DateTime.UtcNow;
         a.KillHard();
         b.KillHard();

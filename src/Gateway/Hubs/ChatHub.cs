@@ -9,7 +9,9 @@ namespace MoeServer.Gateway.Hubs;
 
 /// <summary>
 /// The chat hub at <c>/hubs/chat</c>: <c>Generate</c> and <c>Chat</c> stream <see cref="HubTokenChunk"/>s.
-/// Disposing the stream on the client, or disconnecting, cancels the generation and frees its engine resources.
+/// Cancelling the stream on the client (the .NET client: cancel the token given to <c>StreamAsync</c>; only leaving the
+/// loop sends nothing; the JS client: <c>subscription.dispose()</c>), or disconnecting, cancels the generation and frees
+/// its engine resources.
 /// Refusals (invalid field, overload, not ready) are <see cref="HubException"/>s whose message names the field.
 /// </summary>
 public sealed class ChatHub(ApiContext api) : Hub

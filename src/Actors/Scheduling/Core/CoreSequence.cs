@@ -37,7 +37,7 @@ internal sealed class CoreSequence
 
     public bool Running { get; set; }
     public long AdmitOrder { get; set; }
-    public bool Admitted { get; set; }
+    public bool EverAdmitted { get; set; }
     public int CachedPromptTokens { get; set; }
     public int Preemptions { get; set; }
     public bool Paused { get; set; }

@@ -68,19 +68,19 @@ public sealed class SchedulerCore
     {
         ArgumentNullException.ThrowIfNull(request);
         string id = request.RequestId;
-        if (_draining) return [new Rejected(id, RejectionKind.Draining, null, "draining", "the server is shutting down and takes no new requests")];
-        if (string.IsNullOrEmpty(id)) return [new Rejected(id ?? "", RejectionKind.Invalid, "request_id", "missing", "a request needs an id")];
-        if (_byId.ContainsKey(id)) return [new Rejected(id, RejectionKind.Invalid, "request_id", "duplicate", $"request id {id} is already in use")];
+        if (_draining) return [new RequestRejected(id, RejectionKind.Draining, null, "draining", "the server is shutting down and takes no new requests")];
+        if (string.IsNullOrEmpty(id)) return [new RequestRejected(id ?? "", RejectionKind.Invalid, "request_id", "missing", "a request needs an id")];
+        if (_byId.ContainsKey(id)) return [new RequestRejected(id, RejectionKind.Invalid, "request_id", "duplicate", $"request id {id} is already in use")];
         int prompt = request.PromptTokens.Count;
-        if (prompt == 0) return [new Rejected(id, RejectionKind.Invalid, "prompt", "empty", "the prompt has no tokens")];
+        if (prompt == 0) return [new RequestRejected(id, RejectionKind.Invalid, "prompt", "empty", "the prompt has no tokens")];
         int ctx = _options.MaxContextTokens;
         if (prompt >= ctx)
-            return [new Rejected(id, RejectionKind.Invalid, "prompt", "context_length_exceeded",
+            return [new RequestRejected(id, RejectionKind.Invalid, "prompt", "context_length_exceeded",
                 $"the prompt has {prompt} tokens; the model's context holds {ctx}, and at least one must be left to generate")];
         if (request.MaxTokens is < 1)
-            return [new Rejected(id, RejectionKind.Invalid, "max_tokens", "out_of_range", $"max_tokens must be at least 1, got {request.MaxTokens}")];
+            return [new RequestRejected(id, RejectionKind.Invalid, "max_tokens", "out_of_range", $"max_tokens must be at least 1, got {request.MaxTokens}")];
         if (request.MaxTokens is { } mt && (long)prompt + mt > ctx)
-            return [new Rejected(id, RejectionKind.Invalid, "max_tokens", "context_length_exceeded",
+            return [new RequestRejected(id, RejectionKind.Invalid, "max_tokens", "context_length_exceeded",
                 $"prompt ({prompt} tokens) + max_tokens ({mt}) exceed the model's context of {ctx} tokens; lower max_tokens")];
         // The largest KV footprint this request may reach alone: positions prompt + generated - 1 (the last token's
         // keys are never needed). A request that needs more blocks than the whole pool could never finish.
@@ -89,14 +89,14 @@ public sealed class SchedulerCore
         if (BlocksAlone(request.MaxTokens is null ? prompt : prompt + limit - 1) > _pool.TotalBlocks)
         {
             string field = request.MaxTokens is null ? "prompt" : "max_tokens";
-            return [new Rejected(id, RejectionKind.Invalid, field, "kv_cache_exceeded",
+            return [new RequestRejected(id, RejectionKind.Invalid, field, "kv_cache_exceeded",
                 $"prompt ({prompt} tokens){(request.MaxTokens is null ? "" : $" + max_tokens ({limit})")} would need {BlocksAlone(request.MaxTokens is null ? prompt : prompt + limit - 1)} KV blocks " +
                 $"of {_pool.BlockSize} tokens, more than the engine's whole pool ({_pool.TotalBlocks} blocks, {poolTokens} tokens)" +
                 (request.MaxTokens is null ? "; shorten the prompt" : "; lower max_tokens"))];
         }
         if (request.MaxTokens is null && _options.SlidingWindow is null) limit = Math.Min(limit, poolTokens - prompt + 1);
         if (_waiting.Count >= _options.MaxQueuedRequests)
-            return [new Rejected(id, RejectionKind.Overloaded, null, "overloaded",
+            return [new RequestRejected(id, RejectionKind.Overloaded, null, "overloaded",
                 $"the engine is at capacity ({_running.Count} running, {_waiting.Count} waiting, queue limit {_options.MaxQueuedRequests}); retry later")];
         var s = new CoreSequence
         {
@@ -110,7 +110,7 @@ public sealed class SchedulerCore
         s.Tokens.AddRange(request.PromptTokens);
         _byId[id] = s;
         _waiting.AddLast(s);
-        return [new Queued(id, _waiting.Count)];
+        return [new RequestQueued(id, _waiting.Count)];
     }
 
     /// <summary>Blocks a sequence of <paramref name="positions"/> positions holds at most (a sliding window bounds it).</summary>
@@ -144,7 +144,7 @@ public sealed class SchedulerCore
         if (_byId.TryGetValue(requestId, out var s)) s.Paused = false;
     }
 
-    /// <summary>No new requests from now on; <see cref="Drained"/> comes once every request has ended.</summary>
+    /// <summary>No new requests from now on; <see cref="SchedulerDrained"/> comes once every request has ended.</summary>
     public IReadOnlyList<SchedulerEvent> Drain()
     {
         _draining = true;
@@ -248,7 +248,6 @@ public sealed class SchedulerCore
             int hitBlocks = 0;
             if (_options.PrefixCaching)
             {
-                _prefixLookups++;
                 hitBlocks = _pool.MatchPrefix(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.RoutingKey,
                     (s.Tokens.Count - 1) / _pool.BlockSize, hits, out last);
             }
@@ -265,9 +264,9 @@ public sealed class SchedulerCore
                 break; // first come, first served: nobody overtakes the head for lack of blocks
             }
             _waiting.Remove(node);
-            bool again = s.Admitted;
+            bool again = s.EverAdmitted;
             s.Running = true;
-            s.Admitted = true;
+            s.EverAdmitted = true;
             s.AdmitOrder = ++_admissions;
             s.Blocks.AddRange(hits);
             s.HashedBlocks = hitBlocks;
@@ -276,9 +275,10 @@ public sealed class SchedulerCore
             s.PrefillEnd = s.Tokens.Count;
             s.LastScheduledStep = stepId;
             if (!again) s.CachedPromptTokens = s.Computed;
+            if (_options.PrefixCaching) _prefixLookups++;
             _prefixHitTokens += s.Computed;
             _running.Add(s);
-            events.Add(new Admitted(s.Id, s.Computed, _clock.GetUtcNow() - s.QueuedAt, again));
+            events.Add(new RequestAdmitted(s.Id, s.Computed, _clock.GetUtcNow() - s.QueuedAt, again));
 
             int chunk = Math.Min(Math.Min(s.PrefillEnd - s.Computed, _options.PrefillChunk), budget);
             int before = _pool.AvailableBlocks;
@@ -345,7 +345,7 @@ public sealed class SchedulerCore
         s.Preemptions++;
         _preemptions++;
         _waiting.AddFirst(s);
-        events.Add(new Preempted(s.Id, s.Tokens.Count, freed));
+        events.Add(new RequestPreempted(s.Id, s.Tokens.Count, freed));
     }
 
     /// <summary>Releases a sequence's blocks, last first: the tail of a cached chain is evicted before its head.</summary>
@@ -403,6 +403,7 @@ public sealed class SchedulerCore
             s.Computed = seg.ContextLength;
             if (seg.IsPrefill) _promptComputed += seg.Tokens.Length;
             RegisterFullBlocks(s);
+            FreeOutsideWindow(s);
             if (s.PendingFinish is { } pending)
             {
                 Finish(s, pending, events);
@@ -416,11 +417,7 @@ public sealed class SchedulerCore
             events.Add(new TokenProduced(s.Id, token, s.Generated - 1));
             if (o.Finish is { } f) Finish(s, f, events);
             else if (s.Generated >= s.TokenLimit) Finish(s, new FinishDecision(FinishReason.Length), events);
-            else
-            {
-                (s.NextExperts, s.NextExpertsExact) = (o.NextExperts, o.NextExpertsExact);
-                FreeOutsideWindow(s);
-            }
+            else (s.NextExperts, s.NextExpertsExact) = (o.NextExperts, o.NextExpertsExact);
         }
         Expire(events);
         CheckDrained(events);
@@ -441,8 +438,8 @@ public sealed class SchedulerCore
         s.HashedBlocks = Math.Max(s.HashedBlocks, full);
     }
 
-    /// <summary>Sliding window: the next token attends to positions Computed-window+1..Computed; blocks wholly before
-    /// that are given back.</summary>
+    /// <summary>Sliding window: the next token to run (a decode token, or the first of the next prefill chunk) sits at
+    /// position Computed and attends to Computed-window+1..Computed; blocks wholly before that are given back.</summary>
     private void FreeOutsideWindow(CoreSequence s)
     {
         if (_options.SlidingWindow is not { } w) return;
@@ -464,7 +461,7 @@ public sealed class SchedulerCore
         ReleaseBlocks(s);
         s.Running = false;
         _completed++;
-        events.Add(new Finished(s.Id, decision.Reason, decision.Error, s.PromptLength, s.Generated, s.CachedPromptTokens));
+        events.Add(new RequestFinished(s.Id, decision.Reason, decision.Error, s.PromptLength, s.Generated, s.CachedPromptTokens));
         CheckDrained(events);
     }
 
@@ -472,6 +469,6 @@ public sealed class SchedulerCore
     {
         if (!_draining || _drainedSent || _byId.Count > 0) return;
         _drainedSent = true;
-        events.Add(new Drained());
+        events.Add(new SchedulerDrained());
     }
 }

@@ -77,31 +77,31 @@ public sealed record StepOutput(long StepId, IReadOnlyList<SegmentOutput> Segmen
 /// to requests on the way (admissions, preemptions, deadlines).</summary>
 public sealed record ScheduleResult(ScheduledStep? Step, IReadOnlyList<SchedulerEvent> Events);
 
-/// <summary>Something the core tells the request side. All but <see cref="Drained"/> name a request.</summary>
+/// <summary>Something the core tells the request side. All but <see cref="SchedulerDrained"/> name a request.</summary>
 public abstract record SchedulerEvent;
 
 /// <summary>Accepted into the wait queue.</summary>
-public sealed record Queued(string RequestId, int QueuePosition) : SchedulerEvent;
+public sealed record RequestQueued(string RequestId, int QueuePosition) : SchedulerEvent;
 
 /// <summary>Refused at submission; <see cref="Field"/> names the request field at fault (null: not the request's fault).</summary>
-public sealed record Rejected(string RequestId, RejectionKind Kind, string? Field, string Code, string Message) : SchedulerEvent;
+public sealed record RequestRejected(string RequestId, RejectionKind Kind, string? Field, string Code, string Message) : SchedulerEvent;
 
 /// <summary>Moved from the queue to the running batch (again, after a preemption: <see cref="Readmission"/>).
 /// <see cref="CachedTokens"/> positions came from shared prefix blocks.</summary>
-public sealed record Admitted(string RequestId, int CachedTokens, TimeSpan QueueTime, bool Readmission) : SchedulerEvent;
+public sealed record RequestAdmitted(string RequestId, int CachedTokens, TimeSpan QueueTime, bool Readmission) : SchedulerEvent;
 
 /// <summary>A token the request keeps (its <see cref="Index"/>-th generated token, from 0).</summary>
 public sealed record TokenProduced(string RequestId, int TokenId, int Index) : SchedulerEvent;
 
 /// <summary>Out of KV blocks: the request gave its blocks back and waits at the head of the queue; on readmission its
 /// prompt and generated tokens are prefilled again (shared blocks still cached are reused).</summary>
-public sealed record Preempted(string RequestId, int TokensToRecompute, int BlocksFreed) : SchedulerEvent;
+public sealed record RequestPreempted(string RequestId, int TokensToRecompute, int BlocksFreed) : SchedulerEvent;
 
 /// <summary>The request ended; its blocks are back in the pool.</summary>
-public sealed record Finished(string RequestId, FinishReason Reason, string? Error, int PromptTokens, int GeneratedTokens, int CachedPromptTokens) : SchedulerEvent;
+public sealed record RequestFinished(string RequestId, FinishReason Reason, string? Error, int PromptTokens, int GeneratedTokens, int CachedPromptTokens) : SchedulerEvent;
 
 /// <summary>Draining and nothing is left to run.</summary>
-public sealed record Drained : SchedulerEvent;
+public sealed record SchedulerDrained : SchedulerEvent;
 
 /// <summary>The core's counters and gauges.</summary>
 public sealed record SchedulerCoreStats(

@@ -197,6 +197,25 @@ public class EngineBehaviourTests
         AssertIdle(await engine.GetStatsAsync());
     }
 
+    /// <summary>Leak bench finding (issue 15): a client that leaves with its buffer full hands the rest of its stream to a
+    /// writer that waited for a reader forever, so moe_request_streams_open stayed at 1. It is completed after the grace.</summary>
+    [Fact]
+    public async Task An_abandoned_stream_with_a_full_buffer_is_completed_after_the_grace_period()
+    {
+        await using var node = await StartAsync();
+        var engine = node.Engine;
+        var stream = await engine.SubmitAsync(Greedy("abandoned", 6, 4000, seed: 3));
+        await WaitForStatsAsync(engine, s => s.Paused == 1, "the unread request to be paused (buffer full)");
+        stream.Cancel(); // the client is gone, never to read again
+        await WaitForStatsAsync(engine, s => s.Running == 0, "the cancelled request to end");
+        var deadline = DateTime.UtcNow + GenerationActor.AbandonedStreamGrace + TimeSpan.FromSeconds(20);
+        while (engine.Gauges.OpenStreams > 0 || engine.Gauges.GenerationActors > 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{engine.Gauges.OpenStreams} streams still open, {engine.Gauges.GenerationActors} generation actors alive");
+            await Task.Delay(200);
+        }
+    }
+
     [Fact]
     public async Task A_request_past_its_timeout_ends_with_an_error_naming_the_timeout()
     {

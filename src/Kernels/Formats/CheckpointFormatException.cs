@@ -12,4 +12,18 @@ public sealed class CheckpointFormatException : Exception
 
     public string File { get; }
     public string? Tensor { get; }
+
+    /// <summary>Opens <paramref name="path"/> with <paramref name="open"/>; a file that cannot be read (missing,
+    /// unreadable) becomes a format error naming it, as a broken one does.</summary>
+    public static T Opening<T>(string path, Func<T> open)
+    {
+        try
+        {
+            return open();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CheckpointFormatException(path, null, $"cannot open: {e.Message}", e);
+        }
+    }
 }

@@ -70,21 +70,7 @@ public sealed unsafe class SafetensorsFile : ITensorStore
         Metadata = metadata;
     }
 
-    public static SafetensorsFile Open(string path)
-    {
-        try
-        {
-            return new SafetensorsFile(path);
-        }
-        catch (CheckpointFormatException)
-        {
-            throw;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointFormatException(path, null, $"cannot open: {e.Message}", e);
-        }
-    }
+    public static SafetensorsFile Open(string path) => CheckpointFormatException.Opening(path, () => new SafetensorsFile(path));
 
     private static TensorEntry ParseEntry(string path, string name, JsonElement e, long dataStart, long fileLength)
     {

@@ -157,21 +157,7 @@ public sealed unsafe class GgufMappedFile : IDisposable
         }
     }
 
-    public static GgufMappedFile Open(string path)
-    {
-        try
-        {
-            return new GgufMappedFile(path);
-        }
-        catch (CheckpointFormatException)
-        {
-            throw;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointFormatException(path, null, $"cannot open: {e.Message}", e);
-        }
-    }
+    public static GgufMappedFile Open(string path) => CheckpointFormatException.Opening(path, () => new GgufMappedFile(path));
 
     /// <summary>Whether the file starts with the GGUF magic (false for a missing or short file).</summary>
     public static bool HasMagic(string path)
